@@ -1,0 +1,3 @@
+from dialwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""JSON over HTTPS with timeouts and retries; every failure becomes a ProviderError.
+
+Retries cover what can pass by itself: connection errors, timeouts, 5xx and bodies
+that are not JSON, with exponential backoff and full jitter; a 429 waits for the
+server's Retry-After. A 401/403 or another 4xx is final for this check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from dialwatch.errors import (
+    AuthError,
+    BadResponse,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    ServerError,
+    TransportError,
+)
+
+log = structlog.get_logger("dialwatch.api")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    max_retry_after: float = 60.0
+    timeout: float = 20.0
+
+
+class ApiClient:
+    """GETs JSON from one API with one set of credentials."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        policy: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._jitter = jitter
+
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """The decoded JSON body of GET `path`, after retries; raises ProviderError."""
+        url = f"{self._base_url}{path}"
+        policy = self._policy
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                return await self._get_once(url, params)
+            except ProviderError as exc:
+                delay = self._delay_before_retry(exc, attempt)
+                if delay is None:
+                    raise
+                log.warning(
+                    "api.retry",
+                    url=url,
+                    reason=exc.reason,
+                    error=str(exc),
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                )
+                await self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _delay_before_retry(self, exc: ProviderError, attempt: int) -> float | None:
+        policy = self._policy
+        if not exc.retryable or attempt >= policy.attempts:
+            return None
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            # Waiting longer than this inside one check would stall the service:
+            # give up now and let the next interval try again.
+            return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
+        return self._jitter() * min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1))
+
+    async def _get_once(self, url: str, params: Mapping[str, str] | None) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
+        try:
+            async with self._session.get(
+                url, params=params, headers=self._headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                body = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+                content_type = response.content_type
+        except TimeoutError as exc:
+            raise TransportError(f"timed out after {self._policy.timeout:g}s", url=url) from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"connection failed: {_describe(exc)}", url=url) from exc
+        return _interpret(url, status, content_type, body, retry_after)
+
+
+def _interpret(
+    url: str, status: int, content_type: str, body: bytes, retry_after: str | None
+) -> Any:
+    if status in (401, 403):
+        raise AuthError(
+            f"the API key was rejected ({_error_text(body)}): is the key wrong or revoked?",
+            url=url,
+            status=status,
+        )
+    if status == 429:
+        raise RateLimited(
+            f"rate limited; Retry-After {retry_after or 'not given'}",
+            url=url,
+            retry_after=parse_retry_after(retry_after),
+        )
+    if status >= 500:
+        raise ServerError(f"server error: {_error_text(body)}", url=url, status=status)
+    if status != 200:
+        raise RequestRejected(f"request rejected: {_error_text(body)}", url=url, status=status)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadResponse(
+            f"expected a JSON body, got {content_type or 'no content type'} "
+            f"({len(body)} bytes starting {_snippet(body)!r}): {exc}",
+            url=url,
+            status=status,
+        ) from exc
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_text(body: bytes) -> str:
+    """The provider's own error message if the body has one, else a short snippet."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _snippet(body) or "empty body"
+    if isinstance(decoded, dict):
+        error = decoded.get("error") or decoded.get("errors") or decoded.get("detail")
+        if isinstance(error, dict):
+            return str(error.get("message") or json.dumps(error)[:200])
+        if error:
+            return str(error)[:200]
+    return _snippet(body)
+
+
+def _snippet(body: bytes, size: int = 60) -> str:
+    return " ".join(body[:size].decode("utf-8", "replace").split())
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"{type(exc).__name__}: {exc.os_error.strerror or exc.os_error}"
+    return type(exc).__name__

@@ -1,0 +1,185 @@
+"""The `dialwatch` command: flags, signals and exit codes only; the work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from dialwatch import __version__
+from dialwatch.config import RulesFile, load_rules
+from dialwatch.errors import ConfigError, DialwatchError
+from dialwatch.logs import REDACTOR, configure_logging
+from dialwatch.messages import Message
+from dialwatch.notify import AppriseNotifier
+from dialwatch.outbox import deliver_due
+from dialwatch.service import CycleReport, open_watcher, run_cycle, run_service
+from dialwatch.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FIRING, EXIT_ERROR = 0, 1, 2
+
+log = structlog.get_logger("dialwatch.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dialwatch",
+        description=(
+            "Watch Dial billing (wallet balance, subscription, payment methods, numbers) "
+            "and notify through apprise. Settings come from DIALWATCH_* environment "
+            "variables or a .env file; rules from DIALWATCH_RULES (default rules.yaml)."
+        ),
+        epilog="Run `dialwatch demo` to see it work against a simulated Dial API.",
+    )
+    parser.add_argument("--version", action="version", version=f"dialwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", help="run the service: check every DIALWATCH_INTERVAL until stopped")
+    check = commands.add_parser(
+        "check",
+        help="check once and print what is firing (exit 0: nothing, 1: firing, 2: error)",
+    )
+    check.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the notifications that would be sent; change no state, send nothing",
+    )
+    validate = commands.add_parser(
+        "validate", help="check a rules file; print every error as FILE:LINE:COL: key: problem"
+    )
+    validate.add_argument("file", nargs="?", type=Path, help="rules file (default: DIALWATCH_RULES)")
+    test_notify = commands.add_parser(
+        "test-notify", help="send a test message to channels (all by default)"
+    )
+    test_notify.add_argument("channels", nargs="*", metavar="CHANNEL", help="channel names")
+    commands.add_parser(
+        "demo", help="run the service against a built-in simulated Dial API (ends by itself)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo()
+        settings = load_settings()
+        configure_logging(settings.effective_log_format, settings.log_level, sys.stderr
+                          if args.command != "run" else None)
+        if args.command == "validate":
+            return _validate(args.file or settings.rules)
+        rules = load_rules(settings.rules)
+        if args.command == "run":
+            return asyncio.run(_run(settings, rules))
+        if args.command == "check":
+            return asyncio.run(_check(settings, rules, dry_run=args.dry_run))
+        return asyncio.run(_test_notify(rules, args.channels))
+    except ConfigError as exc:
+        print(REDACTOR.redact(str(exc)), file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _validate(path: Path) -> int:
+    try:
+        rules = load_rules(path)
+    except ConfigError as exc:
+        print(REDACTOR.redact(str(exc)), file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{path}: OK: {len(rules.channels)} channel(s), {len(rules.rules)} rule(s)")
+    return EXIT_OK
+
+
+async def _run(settings: Settings, rules: RulesFile) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stopper(stop, sig))
+    async with open_watcher(settings, rules) as watcher:
+        await run_service(watcher, settings.interval, stop)
+    return EXIT_OK
+
+
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> object:
+    def handle() -> None:
+        log.info("service.stopping", signal=sig.name)
+        stop.set()
+
+    return handle
+
+
+async def _check(settings: Settings, rules: RulesFile, *, dry_run: bool) -> int:
+    async with open_watcher(settings, rules) as watcher:
+        report = await run_cycle(watcher, dry_run=dry_run)
+        _print_report(report, dry_run=dry_run)
+        if not dry_run:
+            delivery = await deliver_due(watcher.store, watcher.notifier, watcher.clock.now())
+            for row, error in delivery.failed:
+                print(f"send to {row.channel} failed ({error}); it stays in the outbox and "
+                      "`dialwatch run` retries it", file=sys.stderr)
+    if report.error is not None:
+        return EXIT_ERROR
+    return EXIT_FIRING if report.firing else EXIT_OK
+
+
+def _print_report(report: CycleReport, *, dry_run: bool) -> None:
+    if report.error is not None:
+        print(f"check failed: {REDACTOR.redact(str(report.error))}", file=sys.stderr)
+    if report.snapshot is not None:
+        print(f"{report.snapshot.account}: balance {report.snapshot.balance}")
+    for outcome in report.outcomes:
+        if outcome.state.status.value != "inactive":
+            print(f"{outcome.state.status.value.upper():8} {outcome.spec.severity:8} "
+                  f"{outcome.spec.name}: {outcome.finding.summary}")
+    if not report.firing and report.error is None:
+        print("OK: nothing firing")
+    if dry_run:
+        planned = report.notifications
+        print(f"\ndry run: would send {len(planned)} notification(s); no state changed")
+        for channel, outcome in planned:
+            assert outcome.message is not None
+            print(f"\n--> {channel} ({outcome.decision.value}): {outcome.message.title}")
+            print("    " + outcome.message.body.replace("\n", "\n    "))
+
+
+async def _test_notify(rules: RulesFile, names: list[str]) -> int:
+    unknown = [n for n in names if n not in rules.channels]
+    if unknown:
+        print(f"no such channel: {', '.join(unknown)} (defined: {', '.join(rules.channels)})",
+              file=sys.stderr)
+        return EXIT_ERROR
+    notifier = AppriseNotifier(rules.channels)
+    message = Message(
+        "dialwatch test notification",
+        "This is a test from `dialwatch test-notify`: this channel is set up correctly.",
+        "info",
+    )
+    failed = []
+    for name in names or notifier.channels:
+        error = await notifier.send(name, message)
+        if error is None:
+            print(f"{name}: sent")
+        else:
+            failed.append(name)
+            print(f"{name}: FAILED: {error}", file=sys.stderr)
+    if failed:
+        print(f"test-notify failed for: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _demo() -> int:
+    from dialwatch.demo import run_demo
+
+    configure_logging("console", "info", sys.stderr)
+    try:
+        asyncio.run(run_demo())
+    except DialwatchError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK

@@ -1,0 +1,356 @@
+"""The rules file: YAML with positions, ${VAR} substitution, strict validation.
+
+Every problem is reported as a ConfigIssue pointing at file, line, column and key,
+and all of them are collected before failing, so one `validate` run lists them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import apprise
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+)
+
+from dialwatch.errors import ConfigError, ConfigIssue
+from dialwatch.units import Money, parse_duration, parse_money
+
+Severity = Literal["info", "warning", "critical"]
+
+
+def _repeat_every(value: object) -> timedelta | None:
+    if isinstance(value, str) and value.strip().lower() == "never":
+        return None
+    delta = parse_duration(value)
+    if delta < timedelta(seconds=1):
+        raise ValueError('must be at least 1s; use "never" to notify only once')
+    return delta
+
+
+Duration = Annotated[timedelta, PlainValidator(parse_duration)]
+RepeatEvery = Annotated[timedelta | None, PlainValidator(_repeat_every)]
+MoneyAmount = Annotated[Money, PlainValidator(parse_money)]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _RuleBase(_Strict):
+    name: Name
+    severity: Severity = "warning"
+    notify: tuple[Name, ...] = ()
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    repeat_every: RepeatEvery = timedelta(hours=4)
+    send_resolved: bool = True
+
+
+class BalanceBelow(_RuleBase):
+    """The wallet balance is below `threshold`."""
+
+    kind: Literal["balance_below"]
+    threshold: MoneyAmount
+    hysteresis: MoneyAmount | None = None
+
+    @property
+    def clear_margin(self) -> Money:
+        """How far above the threshold the balance must climb to resolve."""
+        if self.hysteresis is not None:
+            return self.hysteresis
+        return Money(max(100, abs(self.threshold.cents) * 5 // 100), self.threshold.currency)
+
+
+class SubscriptionCancelling(_RuleBase):
+    """The subscription is set to cancel at the end of its period."""
+
+    kind: Literal["subscription_cancelling"]
+
+
+class NumbersAtRisk(_RuleBase):
+    """Dial has scheduled the account's numbers for release (PAYG, negative balance)."""
+
+    kind: Literal["numbers_at_risk"]
+    severity: Severity = "critical"
+
+
+class PaymentMethodExpiring(_RuleBase):
+    """The default card expires within `within`, or PAYG numbers have no payment method."""
+
+    kind: Literal["payment_method_expiring"]
+    within: Duration = timedelta(days=30)
+
+
+Rule = Annotated[
+    BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring,
+    Field(discriminator="kind"),
+]
+RULE_KINDS: dict[str, type[_RuleBase]] = {
+    "balance_below": BalanceBelow,
+    "subscription_cancelling": SubscriptionCancelling,
+    "numbers_at_risk": NumbersAtRisk,
+    "payment_method_expiring": PaymentMethodExpiring,
+}
+# Keys a rule inherits from `defaults:` when it does not set them itself.
+INHERITED = ("notify", "repeat_every", "send_resolved", "for")
+
+
+class Defaults(_Strict):
+    notify: tuple[Name, ...] = ()
+    repeat_every: RepeatEvery = timedelta(hours=4)
+    send_resolved: bool = True
+    for_: Duration = Field(default=timedelta(0), alias="for")
+
+
+class RulesFile(_Strict):
+    """A validated rules file. Channel URLs stay SecretStr: they embed tokens."""
+
+    channels: dict[Name, SecretStr]
+    defaults: Defaults = Defaults()
+    rules: tuple[Rule, ...] = ()
+
+
+@dataclass
+class _Source:
+    """A YAML document as plain data, with where each path came from."""
+
+    data: Any
+    marks: dict[tuple[Any, ...], tuple[int, int]]
+    issues: list[ConfigIssue]
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load_rules(path: Path | str, env: Mapping[str, str] | None = None) -> RulesFile:
+    """Read and validate a rules file; raises ConfigError listing every problem."""
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{filename}: cannot read the rules file: {exc.strerror}") from exc
+    return parse_rules(text, filename, os.environ if env is None else env)
+
+
+def parse_rules(text: str, filename: str, env: Mapping[str, str]) -> RulesFile:
+    source = _compose(text, filename, env)
+    if source.issues and source.data is None:
+        raise ConfigError(source.issues)
+    if not isinstance(source.data, dict):
+        raise ConfigError(
+            [ConfigIssue(filename, 1, 1, "(file)", "expected a mapping with channels and rules")]
+        )
+    data = _apply_defaults(source.data)
+    issues = list(source.issues)
+    try:
+        rules_file = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        issues += [_issue_from_pydantic(err, source, filename) for err in exc.errors()]
+        rules_file = None
+    if rules_file is not None:
+        issues += _cross_check(rules_file, source, filename)
+    if issues:
+        raise ConfigError(sorted(set(issues), key=lambda i: (i.line, i.column, i.key)))
+    assert rules_file is not None
+    return rules_file
+
+
+def _compose(text: str, filename: str, env: Mapping[str, str]) -> _Source:
+    source = _Source(None, {}, [])
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        source.issues.append(ConfigIssue(filename, line, col, "(yaml)", str(exc.problem)))
+        return source
+    finally:
+        loader.dispose()
+    if node is None:
+        return source
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        source.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node)
+                key_path = (*path, key)
+                if key in result:
+                    source.issues.append(
+                        _issue(filename, key_node, key_path, "duplicate key; each key once")
+                    )
+                source.marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                result[key] = walk(value_node, key_path)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [walk(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = loader.construct_object(node)
+        if isinstance(value, str):
+            value = _substitute(value, node, path, filename, env, source.issues)
+        return value
+
+    source.data = walk(node, ())
+    return source
+
+
+def _substitute(
+    value: str,
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    filename: str,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in env:
+            issues.append(
+                _issue(filename, node, path, f"environment variable ${{{name}}} is not set; set it")
+            )
+            return ""
+        return env[name]
+
+    return _VAR.sub(replace, value)
+
+
+def _issue(filename: str, node: yaml.Node, path: tuple[Any, ...], message: str) -> ConfigIssue:
+    mark = node.start_mark
+    return ConfigIssue(filename, mark.line + 1, mark.column + 1, _dotted(path), message)
+
+
+def _apply_defaults(data: dict[Any, Any]) -> dict[Any, Any]:
+    defaults = data.get("defaults")
+    rules = data.get("rules")
+    if not isinstance(defaults, dict) or not isinstance(rules, list):
+        return data
+    try:
+        Defaults.model_validate(defaults)
+    except ValidationError:
+        return data  # reported once, at defaults, rather than again for every rule
+    merged = [
+        {**{k: defaults[k] for k in INHERITED if k in defaults}, **rule}
+        if isinstance(rule, dict)
+        else rule
+        for rule in rules
+    ]
+    return {**data, "rules": merged}
+
+
+def _issue_from_pydantic(err: Any, source: _Source, filename: str) -> ConfigIssue:
+    loc = tuple(err["loc"])
+    # A discriminated union puts the rule kind into the location: rules.0.balance_below.x
+    if len(loc) >= 3 and loc[0] == "rules" and loc[2] in RULE_KINDS:
+        kind_model: type[_RuleBase] | None = RULE_KINDS[loc[2]]
+        loc = loc[:2] + loc[3:]
+    else:
+        kind_model = None
+    line, col = _locate(source.marks, loc)
+    return ConfigIssue(filename, line, col, _dotted(loc), _explain(err, loc, kind_model))
+
+
+def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1], kind_model)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown key; {hint}valid keys here: {', '.join(valid)}"
+    if kind == "union_tag_invalid":
+        return f"unknown rule kind; valid kinds: {', '.join(RULE_KINDS)}"
+    if kind == "union_tag_not_found":
+        return f"a rule needs a kind; valid kinds: {', '.join(RULE_KINDS)}"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _valid_keys(parent: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> list[str]:
+    model: type[BaseModel] = RulesFile
+    if kind_model is not None:
+        model = kind_model
+    elif parent == ("defaults",):
+        model = Defaults
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _locate(marks: dict[tuple[Any, ...], tuple[int, int]], loc: tuple[Any, ...]) -> tuple[int, int]:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in marks:
+            return marks[loc[:end]]
+    return (1, 1)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text.lstrip(".") or "(file)"
+
+
+def _cross_check(rules_file: RulesFile, source: _Source, filename: str) -> list[ConfigIssue]:
+    """What the schema alone cannot see: names that must refer to something, or be unique."""
+    issues: list[ConfigIssue] = []
+
+    def add(loc: tuple[Any, ...], message: str) -> None:
+        line, col = _locate(source.marks, loc)
+        issues.append(ConfigIssue(filename, line, col, _dotted(loc), message))
+
+    channels = rules_file.channels
+    known = ", ".join(channels) or "none defined"
+    if not channels:
+        add(("channels",), "define at least one channel (name: apprise URL)")
+    for name, url in channels.items():
+        problem = channel_url_problem(url.get_secret_value())
+        if problem:
+            add(("channels", name), problem)
+    for i, channel in enumerate(rules_file.defaults.notify):
+        if channel not in channels:
+            add(("defaults", "notify", i), f"no channel named '{channel}'; defined: {known}")
+    seen: dict[str, int] = {}
+    for index, rule in enumerate(rules_file.rules):
+        if rule.name in seen:
+            add(
+                ("rules", index, "name"),
+                f"duplicate rule name '{rule.name}' (first at rules[{seen[rule.name]}]); "
+                "names must be unique",
+            )
+        seen.setdefault(rule.name, index)
+        if not rule.notify:
+            add(("rules", index), "no channel to notify: set notify here or in defaults.notify")
+        raw_notify = source.data["rules"][index].get("notify")
+        from_defaults = raw_notify is None
+        for i, channel in enumerate(rule.notify):
+            if channel not in channels and not from_defaults:
+                add(("rules", index, "notify", i), f"no channel named '{channel}'; defined: {known}")
+    return issues
+
+
+def channel_url_problem(url: str) -> str | None:
+    """Why apprise cannot use `url`, without ever repeating the URL (it embeds secrets)."""
+    if not url.strip():
+        return "the channel URL is empty"
+    if not apprise.Apprise().add(url):
+        scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+        return (
+            f"apprise does not recognise this URL (scheme '{scheme[:20]}'); "
+            "use an apprise URL such as slack://..., mailto://..., json://..."
+        )
+    return None

@@ -1,0 +1,80 @@
+"""Notification text: what a person needs to act, in the title and the first lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from dialwatch.alerts import AlertState, Decision
+from dialwatch.evaluate import Finding
+from dialwatch.units import format_duration
+
+# apprise's notify types, by severity; a resolved notice is a success.
+NOTIFY_TYPE = {"info": "info", "warning": "warning", "critical": "failure"}
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """What the service needs to know about one rule (user-written or dialwatch's own)."""
+
+    name: str
+    kind: str
+    severity: str
+    notify: tuple[str, ...]
+    hold: timedelta
+    repeat_every: timedelta | None
+    send_resolved: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    body: str
+    notify_type: str
+
+
+def compose(
+    account: str,
+    spec: AlertSpec,
+    finding: Finding,
+    decision: Decision,
+    state: AlertState,
+    now: datetime,
+) -> Message:
+    """The notification for `decision` (FIRST, REPEAT or RESOLVED)."""
+    severity = spec.severity.upper()
+    if decision is Decision.RESOLVED:
+        tag, notify_type = "[RESOLVED]", "success"
+    elif decision is Decision.REPEAT:
+        tag, notify_type = f"[{severity}] still firing:", NOTIFY_TYPE[spec.severity]
+    else:
+        tag, notify_type = f"[{severity}]", NOTIFY_TYPE[spec.severity]
+    title = f"{tag} {account} / {spec.name}: {finding.summary}"
+    lines = [
+        _sentence(finding.summary),
+        "",
+        f"Account: {account}",
+        f"Rule: {spec.name} ({spec.kind})",
+        f"Severity: {spec.severity}",
+        *(f"{label}: {value}" for label, value in finding.facts),
+    ]
+    if decision is Decision.RESOLVED:
+        lines.append(f"Resolved at: {_when(now)}")
+    elif state.active_since is not None:
+        lines.append(f"Firing since: {_when(state.active_since)}")
+    if decision is Decision.REPEAT:
+        lines.append(f"Reminder: {state.notifications - 1}")
+    if decision is not Decision.RESOLVED:
+        if spec.repeat_every is None:
+            lines.append("Reminders: none (repeat_every: never)")
+        else:
+            lines.append(f"Next reminder: in {format_duration(spec.repeat_every)} if still firing")
+    return Message(title, "\n".join(lines), notify_type)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

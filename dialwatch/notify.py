@@ -1,0 +1,53 @@
+"""Sending one message to one channel through apprise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import apprise
+from pydantic import SecretStr
+
+from dialwatch.logs import REDACTOR
+from dialwatch.messages import Message
+
+
+class Notifier(Protocol):
+    async def send(self, channel: str, message: Message) -> str | None:
+        """Deliver `message`; None on success, else why it failed (no secrets)."""
+        ...
+
+
+class AppriseNotifier:
+    """One apprise object per channel, so each channel succeeds or fails on its own."""
+
+    def __init__(self, channels: Mapping[str, SecretStr], timeout: float = 30.0) -> None:
+        self._timeout = timeout
+        self._channels: dict[str, apprise.Apprise] = {}
+        for name, url in channels.items():
+            REDACTOR.add_url(url.get_secret_value())
+            target = apprise.Apprise()
+            target.add(url.get_secret_value())
+            self._channels[name] = target
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    async def send(self, channel: str, message: Message) -> str | None:
+        target = self._channels.get(channel)
+        if target is None:
+            return f"no channel named {channel!r}"
+        result = await target.async_notify(
+            body=message.body,
+            title=message.title,
+            notify_type=message.notify_type,
+            timeout=self._timeout,
+        )
+        if result:
+            return None
+        problems = [
+            entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")
+        ]
+        reason = problems[-1] if problems else f"apprise reported {result.status.name}"
+        return REDACTOR.redact(reason)

@@ -1,0 +1,86 @@
+"""Delivering the outbox: send what is due, record it after sending, retry with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+
+import structlog
+
+from dialwatch.notify import Notifier
+from dialwatch.store import OutboxRow, Store
+
+log = structlog.get_logger("dialwatch.outbox")
+
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(minutes=15)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """30s, 1m, 2m, 4m ... capped at 15m, after the `attempts`-th failure."""
+    return min(MAX_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+
+
+@dataclass
+class DeliveryReport:
+    delivered: list[OutboxRow] = field(default_factory=list)
+    failed: list[tuple[OutboxRow, str]] = field(default_factory=list)
+    expired: list[OutboxRow] = field(default_factory=list)
+
+
+async def deliver_due(store: Store, notifier: Notifier, now: datetime) -> DeliveryReport:
+    """Try every due notification once. Channels are sent to concurrently; within a
+    channel, in order, stopping at the first failure so messages are not reordered."""
+    report = DeliveryReport()
+    by_channel = groupby(sorted(store.due(now), key=lambda r: (r.channel, r.id)), lambda r: r.channel)
+    await asyncio.gather(
+        *(_deliver_channel(store, notifier, list(rows), now, report) for _, rows in by_channel)
+    )
+    return report
+
+
+async def _deliver_channel(
+    store: Store, notifier: Notifier, rows: list[OutboxRow], now: datetime, report: DeliveryReport
+) -> None:
+    for row in rows:
+        if now >= row.expires_at:
+            store.mark_expired(row.id, now)
+            report.expired.append(row)
+            log.error(
+                "notify.expired",
+                channel=row.channel,
+                alert=row.alert,
+                decision=row.decision,
+                attempts=row.attempts,
+                last_error=row.last_error,
+                title=row.message.title,
+            )
+            continue
+        error = await notifier.send(row.channel, row.message)
+        if error is None:
+            store.mark_delivered(row.id, now)
+            report.delivered.append(row)
+            log.info(
+                "notify.sent",
+                channel=row.channel,
+                alert=row.alert,
+                decision=row.decision,
+                attempt=row.attempts + 1,
+            )
+            continue
+        retry_at = now + retry_delay(row.attempts + 1)
+        store.mark_failed(row.id, error, retry_at)
+        report.failed.append((row, error))
+        log.warning(
+            "notify.failed",
+            channel=row.channel,
+            alert=row.alert,
+            decision=row.decision,
+            attempt=row.attempts + 1,
+            error=error,
+            retry_at=retry_at.isoformat(),
+            expires_at=row.expires_at.isoformat(),
+        )
+        return

@@ -1,0 +1,97 @@
+"""Service settings from the environment (DIALWATCH_*), a .env file, or /run/secrets."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import PlainValidator, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
+
+from dialwatch.errors import ConfigError
+from dialwatch.units import parse_duration
+
+SECRETS_DIR = Path("/run/secrets")
+
+
+def _interval(value: object) -> timedelta:
+    delta = parse_duration(value)
+    if delta < timedelta(seconds=1):
+        raise ValueError("must be at least 1s")
+    return delta
+
+
+def check_base_url(value: str) -> str:
+    """Allow https anywhere, http only to loopback, so a key never crosses a network in clear."""
+    url = URL(value)
+    if url.scheme == "https" and url.host:
+        return value.rstrip("/")
+    if url.scheme == "http" and url.host and _is_loopback(url.host):
+        return value.rstrip("/")
+    if url.scheme == "http":
+        raise ValueError(
+            "plain http:// is only allowed to a loopback host (127.0.0.1, ::1, localhost); "
+            "use https:// so the API key is not sent in clear text"
+        )
+    raise ValueError("must be an https:// URL, e.g. https://getdial.ai")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """How the service runs; see the README's configuration reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIALWATCH_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    api_key: SecretStr | None = None
+    base_url: str = "https://getdial.ai"
+    rules: Path = Path("rules.yaml")
+    interval: Annotated[timedelta, PlainValidator(_interval)] = timedelta(seconds=60)
+    state: Path = Path("dialwatch.db")
+    outbox_expiry: Annotated[timedelta, PlainValidator(_interval)] = timedelta(hours=24)
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format:
+            return self.log_format
+        return "console" if sys.stdout.isatty() else "json"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; raises ConfigError naming the variable at fault."""
+    try:
+        if SECRETS_DIR.is_dir():
+            return Settings(_secrets_dir=SECRETS_DIR, **overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"DIALWATCH_{'_'.join(str(p) for p in err['loc']).upper()}: "
+            f"{str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors(include_input=False, include_url=False)
+        ]
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None

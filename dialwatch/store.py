@@ -1,0 +1,246 @@
+"""Durable state in one SQLite file: alert states, last balances, and the outbox.
+
+A check's alert states and the notifications they lead to are committed in one
+transaction, before anything is sent; a notification is marked delivered only after
+it was sent. A crash at any point therefore repeats a message at worst, never loses one.
+SQLite calls are synchronous: on a local file each is well under a millisecond, and
+the service does a handful per check.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dialwatch.alerts import AlertState, Status
+from dialwatch.clock import from_iso, to_iso
+from dialwatch.messages import Message
+from dialwatch.units import Money
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    account TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    status TEXT NOT NULL,
+    active_since TEXT,
+    last_notified TEXT,
+    notifications INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, rule)
+);
+CREATE TABLE IF NOT EXISTS balances (
+    account TEXT PRIMARY KEY,
+    cents INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    checked_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    notify_type TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at TEXT,
+    expired_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at)
+    WHERE delivered_at IS NULL AND expired_at IS NULL;
+"""
+
+
+_UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
+# The oldest undelivered notification of each channel.
+_HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} GROUP BY channel"
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A notification for one channel, to be written before it is sent."""
+
+    alert: str
+    decision: str
+    channel: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    alert: str
+    decision: str
+    channel: str
+    message: Message
+    created_at: datetime
+    expires_at: datetime
+    attempts: int
+    last_error: str | None
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def alert_states(self, account: str) -> dict[str, AlertState]:
+        rows = self._db.execute(
+            "SELECT rule, status, active_since, last_notified, notifications "
+            "FROM alerts WHERE account = ?",
+            (account,),
+        )
+        return {
+            rule: AlertState(
+                Status(status),
+                from_iso(since) if since else None,
+                from_iso(notified) if notified else None,
+                count,
+            )
+            for rule, status, since, notified, count in rows
+        }
+
+    def last_balance(self, account: str) -> Money | None:
+        row = self._db.execute(
+            "SELECT cents, currency FROM balances WHERE account = ?", (account,)
+        ).fetchone()
+        return Money(row[0], row[1]) if row else None
+
+    def commit_check(
+        self,
+        account: str,
+        now: datetime,
+        states: dict[str, AlertState],
+        outbox: Iterable[OutboxEntry],
+        expires_at: datetime,
+        balance: Money | None = None,
+    ) -> None:
+        """Record one check's outcome and queue its notifications, atomically."""
+        stamp = to_iso(now)
+        with self._transaction() as db:
+            for rule, state in states.items():
+                if state.status is Status.INACTIVE:
+                    db.execute("DELETE FROM alerts WHERE account = ? AND rule = ?", (account, rule))
+                    continue
+                db.execute(
+                    "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        account,
+                        rule,
+                        state.status.value,
+                        to_iso(state.active_since) if state.active_since else None,
+                        to_iso(state.last_notified) if state.last_notified else None,
+                        state.notifications,
+                    ),
+                )
+            if balance is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO balances VALUES (?, ?, ?, ?)",
+                    (account, balance.cents, balance.currency, stamp),
+                )
+            db.executemany(
+                "INSERT INTO outbox (alert, decision, channel, title, body, notify_type, "
+                "created_at, expires_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.alert,
+                        e.decision,
+                        e.channel,
+                        e.message.title,
+                        e.message.body,
+                        e.message.notify_type,
+                        stamp,
+                        to_iso(expires_at),
+                        stamp,
+                    )
+                    for e in outbox
+                ],
+            )
+
+    def due(self, now: datetime) -> list[OutboxRow]:
+        """Undelivered notifications of every channel whose oldest one is due, in order.
+
+        A channel's messages wait behind its oldest undelivered one, so a channel that
+        comes back receives them in the order they were written.
+        """
+        rows = self._db.execute(
+            "SELECT id, alert, decision, channel, title, body, notify_type, created_at, "
+            "expires_at, attempts, last_error FROM outbox "
+            f"WHERE {_UNDELIVERED} AND channel IN "
+            f"(SELECT channel FROM outbox WHERE id IN ({_HEADS}) AND next_attempt_at <= ?) "
+            "ORDER BY id",
+            (to_iso(now),),
+        )
+        return [
+            OutboxRow(
+                id=r[0],
+                alert=r[1],
+                decision=r[2],
+                channel=r[3],
+                message=Message(r[4], r[5], r[6]),
+                created_at=from_iso(r[7]),
+                expires_at=from_iso(r[8]),
+                attempts=r[9],
+                last_error=r[10],
+            )
+            for r in rows
+        ]
+
+    def mark_delivered(self, row_id: int, now: datetime) -> None:
+        self._db.execute(
+            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+            (to_iso(now), row_id),
+        )
+
+    def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
+        self._db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+            "WHERE id = ?",
+            (error, to_iso(retry_at), row_id),
+        )
+
+    def mark_expired(self, row_id: int, now: datetime) -> None:
+        self._db.execute("UPDATE outbox SET expired_at = ? WHERE id = ?", (to_iso(now), row_id))
+
+    def next_attempt_at(self) -> datetime | None:
+        """When the earliest channel is next due, if anything is undelivered."""
+        row = self._db.execute(
+            f"SELECT MIN(next_attempt_at) FROM outbox WHERE id IN ({_HEADS})"
+        ).fetchone()
+        return from_iso(row[0]) if row and row[0] else None
+
+    def prune(self, before: datetime) -> int:
+        """Forget delivered and expired notifications older than `before`."""
+        cursor = self._db.execute(
+            "DELETE FROM outbox WHERE created_at < ? AND NOT "
+            f"({_UNDELIVERED})",
+            (to_iso(before),),
+        )
+        return cursor.rowcount
+
+    def pending_count(self) -> int:
+        row = self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_UNDELIVERED}").fetchone()
+        return int(row[0])
