@@ -41,7 +41,9 @@ class Timing:
     send_resolved: bool
 
 
-def step(state: AlertState, active: bool, now: datetime, timing: Timing) -> tuple[AlertState, Decision]:
+def step(
+    state: AlertState, active: bool, now: datetime, timing: Timing
+) -> tuple[AlertState, Decision]:
     """Advance one alert by one observation."""
     if not active:
         if state.status is Status.FIRING:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -32,6 +32,7 @@ from dialwatch.errors import (
 log = structlog.get_logger("dialwatch.api")
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,19 @@ class ApiClient:
         self._sleep = sleep
         self._jitter = jitter
 
-    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        """The decoded JSON body of GET `path`, after retries; raises ProviderError."""
+    async def get(
+        self, path: str, parse: Callable[[Any, str], T], params: Mapping[str, str] | None = None
+    ) -> T:
+        """GET `path` and `parse(json_body, url)`, retrying as the policy allows.
+
+        `parse` runs inside the retry loop, so a body off the documented shape
+        (BadResponse) is retried like a truncated one. Raises ProviderError.
+        """
         url = f"{self._base_url}{path}"
         policy = self._policy
         for attempt in range(1, policy.attempts + 1):
             try:
-                return await self._get_once(url, params)
+                return parse(await self._get_once(url, params), url)
             except ProviderError as exc:
                 delay = self._delay_before_retry(exc, attempt)
                 if delay is None:
@@ -92,8 +99,10 @@ class ApiClient:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             # Waiting longer than this inside one check would stall the service:
             # give up now and let the next interval try again.
-            return exc.retry_after if exc.retry_after <= policy.max_retry_after else None
-        return self._jitter() * min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1))
+            wait: float = exc.retry_after
+            return wait if wait <= policy.max_retry_after else None
+        backoff: float = min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1))
+        return self._jitter() * backoff
 
     async def _get_once(self, url: str, params: Mapping[str, str] | None) -> Any:
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)

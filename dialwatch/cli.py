@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate", help="check a rules file; print every error as FILE:LINE:COL: key: problem"
     )
-    validate.add_argument("file", nargs="?", type=Path, help="rules file (default: DIALWATCH_RULES)")
+    validate.add_argument(
+        "file", nargs="?", type=Path, help="rules file (default: DIALWATCH_RULES)"
+    )
     test_notify = commands.add_parser(
         "test-notify", help="send a test message to channels (all by default)"
     )
@@ -68,8 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo()
         settings = load_settings()
-        configure_logging(settings.effective_log_format, settings.log_level, sys.stderr
-                          if args.command != "run" else None)
+        configure_logging(
+            settings.effective_log_format,
+            settings.log_level,
+            sys.stderr if args.command != "run" else None,
+        )
         if args.command == "validate":
             return _validate(args.file or settings.rules)
         rules = load_rules(settings.rules)
@@ -105,7 +110,7 @@ async def _run(settings: Settings, rules: RulesFile) -> int:
     return EXIT_OK
 
 
-def _stopper(stop: asyncio.Event, sig: signal.Signals) -> object:
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
     def handle() -> None:
         log.info("service.stopping", signal=sig.name)
         stop.set()
@@ -120,8 +125,11 @@ async def _check(settings: Settings, rules: RulesFile, *, dry_run: bool) -> int:
         if not dry_run:
             delivery = await deliver_due(watcher.store, watcher.notifier, watcher.clock.now())
             for row, error in delivery.failed:
-                print(f"send to {row.channel} failed ({error}); it stays in the outbox and "
-                      "`dialwatch run` retries it", file=sys.stderr)
+                print(
+                    f"send to {row.channel} failed ({error}); it stays in the outbox and "
+                    "`dialwatch run` retries it",
+                    file=sys.stderr,
+                )
     if report.error is not None:
         return EXIT_ERROR
     return EXIT_FIRING if report.firing else EXIT_OK
@@ -134,8 +142,10 @@ def _print_report(report: CycleReport, *, dry_run: bool) -> None:
         print(f"{report.snapshot.account}: balance {report.snapshot.balance}")
     for outcome in report.outcomes:
         if outcome.state.status.value != "inactive":
-            print(f"{outcome.state.status.value.upper():8} {outcome.spec.severity:8} "
-                  f"{outcome.spec.name}: {outcome.finding.summary}")
+            print(
+                f"{outcome.state.status.value.upper():8} {outcome.spec.severity:8} "
+                f"{outcome.spec.name}: {outcome.finding.summary}"
+            )
     if not report.firing and report.error is None:
         print("OK: nothing firing")
     if dry_run:
@@ -150,8 +160,10 @@ def _print_report(report: CycleReport, *, dry_run: bool) -> None:
 async def _test_notify(rules: RulesFile, names: list[str]) -> int:
     unknown = [n for n in names if n not in rules.channels]
     if unknown:
-        print(f"no such channel: {', '.join(unknown)} (defined: {', '.join(rules.channels)})",
-              file=sys.stderr)
+        print(
+            f"no such channel: {', '.join(unknown)} (defined: {', '.join(rules.channels)})",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     notifier = AppriseNotifier(rules.channels)
     message = Message(

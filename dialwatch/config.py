@@ -196,7 +196,10 @@ def _compose(text: str, filename: str, env: Mapping[str, str]) -> _Source:
                     source.issues.append(
                         _issue(filename, key_node, key_path, "duplicate key; each key once")
                     )
-                source.marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                source.marks[key_path] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
                 result[key] = walk(value_node, key_path)
             return result
         if isinstance(node, yaml.SequenceNode):
@@ -339,7 +342,9 @@ def _cross_check(rules_file: RulesFile, source: _Source, filename: str) -> list[
         from_defaults = raw_notify is None
         for i, channel in enumerate(rule.notify):
             if channel not in channels and not from_defaults:
-                add(("rules", index, "notify", i), f"no channel named '{channel}'; defined: {known}")
+                add(
+                    ("rules", index, "notify", i), f"no channel named '{channel}'; defined: {known}"
+                )
     return issues
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import apprise.decorators
+from pydantic import SecretStr
 
 from dialwatch.config import parse_rules
 from dialwatch.service import open_watcher, run_service
@@ -40,14 +41,16 @@ SCRIPT = (
     Scene("Draining on; wallet-low already fired, so no repeat within repeat_every.", 3900),
     Scene("Someone schedules the subscription to cancel at period end.", 3100, cancelling=True),
     Scene("Under $20: wallet-critical fires too.", 1850, cancelling=True),
-    Scene("A wobble around $20 does not flap: still below the clear margin.", 2050, cancelling=True),
+    Scene(
+        "A wobble around $20 does not flap: still below the clear margin.", 2050, cancelling=True
+    ),
     Scene("Top-up of $100 arrives; the cancellation is reverted.", 12050),
     Scene("All clear: resolved notices went out once. The demo ends.", 12050),
 )
 
 
 def _console_printer(out: TextIO) -> Any:
-    @apprise.decorators.notify(on="console", name="dialwatch demo console")
+    @apprise.decorators.notify(on="console", name="dialwatch demo console")  # type: ignore[untyped-decorator,no-untyped-call]
     def console(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
         rule = "-" * 72
         out.write(f"\n{rule}\n  NOTIFICATION ({notify_type})\n  {title}\n{rule}\n")
@@ -69,7 +72,7 @@ async def run_demo(out: TextIO = sys.stdout, scene_seconds: float = 2.5) -> None
     stop = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="dialwatch-demo-") as tmp:
         settings = Settings(
-            api_key=DEMO_KEY,
+            api_key=SecretStr(DEMO_KEY),
             base_url=base_url,
             state=Path(tmp) / "demo.db",
             interval=timedelta(seconds=1),
@@ -92,5 +95,7 @@ async def run_demo(out: TextIO = sys.stdout, scene_seconds: float = 2.5) -> None
                 await service
         finally:
             await simulator.stop()
-    out.write("Demo finished. Next: copy rules.example.yaml, set DIALWATCH_API_KEY, "
-              "and run `dialwatch validate` then `dialwatch run`.\n")
+    out.write(
+        "Demo finished. Next: copy rules.example.yaml, set DIALWATCH_API_KEY, "
+        "and run `dialwatch validate` then `dialwatch run`.\n"
+    )

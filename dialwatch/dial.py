@@ -52,12 +52,14 @@ class _Billing(_Lenient):
     numbersReleaseAt: AwareDatetime | None = None
 
 
-def parse_billing(account: str, body: Any, taken_at: datetime, url: str) -> BillingSnapshot:
+def parse_billing(account: str, body: Any, url: str, taken_at: datetime) -> BillingSnapshot:
     """Validate a GET /api/v1/billing body; a body off the documented shape is BadResponse."""
     try:
         billing = _Billing.model_validate(body)
     except ValidationError as exc:
-        raise BadResponse(f"unexpected billing response: {describe_validation(exc)}", url=url) from exc
+        raise BadResponse(
+            f"unexpected billing response: {describe_validation(exc)}", url=url
+        ) from exc
     sub = billing.subscription
     return BillingSnapshot(
         account=account,
@@ -106,5 +108,6 @@ class DialProvider:
         self._client = client
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
-        body = await self._client.get_json(BILLING_PATH)
-        return parse_billing(self.account, body, now, BILLING_PATH)
+        return await self._client.get(
+            BILLING_PATH, lambda body, url: parse_billing(self.account, body, url, now)
+        )

@@ -61,8 +61,11 @@ def _balance_below(
         change = balance.cents - previous.cents
         direction = "up" if change > 0 else "down"
         facts.append(
-            ("Change", f"{direction} {Money(abs(change), balance.currency)} since the last check "
-             f"(was {previous})")
+            (
+                "Change",
+                f"{direction} {Money(abs(change), balance.currency)} since the last check "
+                f"(was {previous})",
+            )
         )
     return Finding(active, summary, tuple(facts))
 
@@ -132,7 +135,11 @@ def _payment_method_expiring(rule: PaymentMethodExpiring, snap: BillingSnapshot)
     left = expires_at - snap.taken_at
     if left > rule.within:
         return Finding(False, f"default payment method {method.label} expires {expiry}")
-    state = "has expired" if left <= timedelta(0) else f"expires {expiry} ({_days_left(expires_at, snap.taken_at)})"
+    state = (
+        "has expired"
+        if left <= timedelta(0)
+        else f"expires {expiry} ({_days_left(expires_at, snap.taken_at)})"
+    )
     return Finding(
         True,
         f"default payment method {method.label} {state}",

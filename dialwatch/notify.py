@@ -21,13 +21,23 @@ class Notifier(Protocol):
 class AppriseNotifier:
     """One apprise object per channel, so each channel succeeds or fails on its own."""
 
-    def __init__(self, channels: Mapping[str, SecretStr], timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        channels: Mapping[str, SecretStr],
+        timeout: float = 30.0,
+        min_interval: float | None = None,
+    ) -> None:
+        """`min_interval` overrides apprise's pause between two sends to one service
+        (5.5 s for most); None keeps apprise's own, which protects chat rate limits."""
         self._timeout = timeout
         self._channels: dict[str, apprise.Apprise] = {}
         for name, url in channels.items():
             REDACTOR.add_url(url.get_secret_value())
             target = apprise.Apprise()
             target.add(url.get_secret_value())
+            if min_interval is not None:
+                for service in target:
+                    service.request_rate_per_sec = min_interval
             self._channels[name] = target
 
     @property
@@ -46,8 +56,6 @@ class AppriseNotifier:
         )
         if result:
             return None
-        problems = [
-            entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")
-        ]
+        problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
         reason = problems[-1] if problems else f"apprise reported {result.status.name}"
         return REDACTOR.redact(reason)

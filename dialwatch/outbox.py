@@ -20,7 +20,9 @@ MAX_RETRY = timedelta(minutes=15)
 
 def retry_delay(attempts: int) -> timedelta:
     """30s, 1m, 2m, 4m ... capped at 15m, after the `attempts`-th failure."""
-    return min(MAX_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+    doublings = min(max(0, attempts - 1), 10)  # 30s * 2**10 is well past the cap
+    delay: timedelta = FIRST_RETRY * 2**doublings
+    return min(MAX_RETRY, delay)
 
 
 @dataclass
@@ -34,7 +36,9 @@ async def deliver_due(store: Store, notifier: Notifier, now: datetime) -> Delive
     """Try every due notification once. Channels are sent to concurrently; within a
     channel, in order, stopping at the first failure so messages are not reordered."""
     report = DeliveryReport()
-    by_channel = groupby(sorted(store.due(now), key=lambda r: (r.channel, r.id)), lambda r: r.channel)
+    by_channel = groupby(
+        sorted(store.due(now), key=lambda r: (r.channel, r.id)), lambda r: r.channel
+    )
     await asyncio.gather(
         *(_deliver_channel(store, notifier, list(rows), now, report) for _, rows in by_channel)
     )

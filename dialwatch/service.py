@@ -116,8 +116,11 @@ def _auth_finding(error: ProviderError | None, account: str) -> Finding:
             "no rule can be checked until it is replaced",
             (
                 ("Error", str(error)),
-                ("What to do", "check or rotate the key (DIALWATCH_API_KEY); "
-                 "dialwatch tries again every interval"),
+                (
+                    "What to do",
+                    "check or rotate the key (DIALWATCH_API_KEY); "
+                    "dialwatch tries again every interval",
+                ),
             ),
         )
     return Finding(False, f"the billing API accepts dialwatch's API key for {account} again")
@@ -166,7 +169,14 @@ async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
             Timing(spec.hold, spec.repeat_every, spec.send_resolved),
         )
         message = (
-            compose(account, spec, finding, decision, previous if decision is Decision.RESOLVED else state, now)
+            compose(
+                account,
+                spec,
+                finding,
+                decision,
+                previous if decision is Decision.RESOLVED else state,
+                now,
+            )
             if decision is not Decision.NONE
             else None
         )

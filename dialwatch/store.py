@@ -235,8 +235,7 @@ class Store:
     def prune(self, before: datetime) -> int:
         """Forget delivered and expired notifications older than `before`."""
         cursor = self._db.execute(
-            "DELETE FROM outbox WHERE created_at < ? AND NOT "
-            f"({_UNDELIVERED})",
+            f"DELETE FROM outbox WHERE created_at < ? AND NOT ({_UNDELIVERED})",
             (to_iso(before),),
         )
         return cursor.rowcount

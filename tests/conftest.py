@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import ClientResponse
+
+from dialwatch.api_client import ApiClient
+from dialwatch.config import load_rules
+from dialwatch.dial import DialProvider
+from dialwatch.logs import configure_logging
+from dialwatch.notify import AppriseNotifier
+from dialwatch.service import Watcher
+from dialwatch.simulator import DialAccount, DialSimulator
+from dialwatch.store import Store
+from tests.servers import SmtpServer, WebhookReceiver
+
+API_KEY = "sk_live_TESTKEY0123456789abcdefSECRET"
+START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+@dataclass
+class RecordingSleep:
+    """Stands in for asyncio.sleep in retry loops: records the delay, waits for nothing."""
+
+    delays: list[float] = field(default_factory=list)
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@pytest.fixture(autouse=True)
+def _aioresponses_on_current_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioresponses 0.7.9 builds ClientResponse without the `stream_writer` that aiohttp
+    3.14 requires (pnuckowski/aioresponses#289); aiohttp reads only its output_size."""
+    import aioresponses.core
+
+    class CompatResponse(ClientResponse):
+        def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+            super().__init__(method, url, **kwargs)
+
+    monkeypatch.setattr(aioresponses.core, "ClientResponse", CompatResponse)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """Logs of the code under test, as parsed JSON lines."""
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    configure_logging("console", "warning", io.StringIO())
+
+
+@pytest.fixture
+async def dial() -> AsyncIterator[DialSimulator]:
+    simulator = DialSimulator(DialAccount(api_key=API_KEY))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+RULES = """
+channels:
+  oncall: "{webhook}"
+  finance: "{smtp}"
+defaults:
+  notify: [oncall]
+  repeat_every: 4h
+rules:
+  - name: wallet-low
+    kind: balance_below
+    threshold: "$50.00"
+    severity: warning
+    notify: [oncall, finance]
+  - name: wallet-critical
+    kind: balance_below
+    threshold: "$10.00"
+    severity: critical
+  - name: cancelling
+    kind: subscription_cancelling
+  - name: numbers-at-risk
+    kind: numbers_at_risk
+  - name: card-expiring
+    kind: payment_method_expiring
+"""
+
+
+@dataclass
+class Harness:
+    """A Watcher wired to real local servers, with an injected clock."""
+
+    watcher: Watcher
+    clock: FakeClock
+    sleep: RecordingSleep
+    dial: DialSimulator
+    rules_path: Path
+
+
+@pytest.fixture
+async def harness(
+    tmp_path: Path, dial: DialSimulator, webhook: WebhookReceiver, smtp: SmtpServer
+) -> AsyncIterator[Harness]:
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(RULES.format(webhook=webhook.url, smtp=smtp.url))
+    rules = load_rules(rules_path)
+    clock = FakeClock()
+    sleep = RecordingSleep()
+    store = Store(tmp_path / "state.db")
+    async with aiohttp.ClientSession() as session:
+        client = ApiClient(
+            session, dial.base_url, {"Authorization": f"Bearer {API_KEY}"}, sleep=sleep
+        )
+        watcher = Watcher(
+            rules=rules,
+            source=DialProvider("dial", client),
+            store=store,
+            notifier=AppriseNotifier(rules.channels, timeout=10, min_interval=0),
+            clock=clock,
+        )
+        yield Harness(watcher, clock, sleep, dial, rules_path)
+    store.close()

@@ -1,0 +1,311 @@
+"""The check cycle against a real simulated Dial API, a webhook receiver and SMTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dialwatch.alerts import Decision, Status
+from dialwatch.outbox import deliver_due
+from dialwatch.service import AUTH_ALERT, run_cycle
+from dialwatch.simulator import Fault
+from tests.conftest import API_KEY, Harness
+from tests.servers import SmtpServer, WebhookReceiver
+
+
+async def check_and_deliver(h: Harness) -> Any:
+    report = await run_cycle(h.watcher)
+    await deliver_due(h.watcher.store, h.watcher.notifier, h.clock.now())
+    return report
+
+
+async def test_low_balance_alerts_both_channels_with_the_balance(
+    harness: Harness, webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """A balance under the threshold reaches Slack-like webhook and email, with amounts."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+
+    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert webhook.received[0]["type"] == "warning"
+    assert "Threshold: $50.00" in webhook.received[0]["message"]
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert "Balance: $40.00" in smtp.bodies()[0]
+
+
+async def test_healthy_account_sends_nothing(harness: Harness, webhook: WebhookReceiver) -> None:
+    """With the simulated default account (balance $235.00, card valid), nothing fires."""
+    report = await check_and_deliver(harness)
+
+    assert report.firing == []
+    assert webhook.received == []
+
+
+async def test_no_renotification_inside_repeat_every_then_a_reminder(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """A firing alert is sent once, not again within repeat_every (4h), then reminded."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    for _ in range(10):
+        harness.clock.advance(minutes=20)
+        report = await check_and_deliver(harness)
+    assert [o.decision for o in report.outcomes if o.spec.name == "wallet-low"] == [Decision.NONE]
+    assert len(webhook.received) == 1
+
+    harness.clock.advance(minutes=40)  # 4h after the first notification
+    await check_and_deliver(harness)
+    assert len(webhook.received) == 2
+    assert webhook.titles[1].startswith("[WARNING] still firing: dial / wallet-low")
+    assert "Reminder: 1" in webhook.received[1]["message"]
+
+
+async def test_resolved_notice_after_top_up(
+    harness: Harness, webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """A top-up sends one resolved notice per channel, with notify type success."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    harness.dial.account.balance_cents = 14000
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+
+    assert webhook.titles[1] == "[RESOLVED] dial / wallet-low: balance $140.00 is back above $50.00"
+    assert webhook.received[1]["type"] == "success"
+    assert "up $100.00 since the last check (was $40.00)" in webhook.received[1]["message"]
+    assert len(webhook.received) == 2
+    assert len(smtp.messages) == 2
+
+
+async def test_two_thresholds_each_fire_once_per_crossing(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """Falling through $50 then $10 sends one warning and one critical, nothing more."""
+    for cents in (6000, 4900, 3000, 900, 500):
+        harness.dial.account.balance_cents = cents
+        harness.clock.advance(minutes=5)
+        await check_and_deliver(harness)
+
+    assert webhook.titles == [
+        "[WARNING] dial / wallet-low: balance $49.00 is below $50.00",
+        "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
+    ]
+    assert webhook.received[1]["type"] == "failure"
+
+
+async def test_balance_wobbling_around_threshold_does_not_flap(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """After firing at $49.99, bouncing to $50.10 does not resolve (margin $2.50)."""
+    for cents in (4999, 5010, 4990, 5200, 4995):
+        harness.dial.account.balance_cents = cents
+        harness.clock.advance(minutes=1)
+        await check_and_deliver(harness)
+    assert len(webhook.received) == 1
+
+    harness.dial.account.balance_cents = 5250
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+    assert webhook.titles[-1].startswith("[RESOLVED] dial / wallet-low: balance $52.50")
+
+
+async def test_for_holds_an_alert_pending_before_it_fires(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """With `for: 10m`, a low balance is pending for 10 minutes, then fires once."""
+    text = harness.rules_path.read_text().replace(
+        "    severity: warning\n", "    severity: warning\n    for: 10m\n", 1
+    )
+    harness.rules_path.write_text(text)
+    from dialwatch.config import load_rules
+
+    harness.watcher.rules = load_rules(harness.rules_path)
+    harness.dial.account.balance_cents = 4000
+    report = await check_and_deliver(harness)
+    statuses = {o.spec.name: o.state.status for o in report.outcomes}
+    assert statuses["wallet-low"] is Status.PENDING
+    harness.clock.advance(minutes=9)
+    await check_and_deliver(harness)
+    assert webhook.received == []
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+    assert len(webhook.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected_log"),
+    [
+        (Fault.server_error(503), "server error"),
+        (Fault.rate_limited("2"), "rate limited"),
+        (Fault.html(), "expected a JSON body, got text/html"),
+        (Fault.truncated(), "expected a JSON body, got application/json"),
+        (Fault.json_body({"subscription": None, "numbers": [], "paymentMethods": []}),
+         "balanceCents: Field required"),
+        (Fault.json_body({"balanceCents": "12.00", "subscription": None, "numbers": [],
+                          "paymentMethods": []}), "balanceCents: Input should be a valid integer"),
+    ],
+    ids=["5xx", "429", "html", "truncated", "missing-field", "wrong-type"],
+)
+async def test_broken_responses_fail_the_check_without_a_crash_or_a_zero_balance(
+    harness: Harness, webhook: WebhookReceiver, fault: Fault, expected_log: str, log_lines: Any
+) -> None:
+    """A persistently broken API fails the check (logged), alerts nothing, then recovers."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)  # wallet-low firing
+    harness.dial.faults.extend([fault] * 4)  # every attempt of the next check
+
+    harness.clock.advance(minutes=1)
+    report = await check_and_deliver(harness)
+
+    assert report.error is not None and report.snapshot is None
+    failed = [line for line in log_lines() if line["event"] == "check.failed"]
+    assert expected_log in failed[0]["error"]
+    assert len(webhook.received) == 1  # no resolved, no "$0" alert
+    assert harness.watcher.store.alert_states("dial")["wallet-low"].status is Status.FIRING
+
+    harness.dial.account.balance_cents = 14000
+    harness.clock.advance(minutes=1)
+    report = await check_and_deliver(harness)
+    assert report.error is None
+    assert webhook.titles[-1].startswith("[RESOLVED] dial / wallet-low")
+
+
+async def test_transient_errors_are_retried_with_backoff_and_retry_after(
+    harness: Harness,
+) -> None:
+    """A 503 and a 429 (Retry-After: 3) inside one check are retried; the check succeeds."""
+    harness.dial.faults.extend([Fault.server_error(502), Fault.rate_limited("3")])
+
+    report = await run_cycle(harness.watcher)
+
+    assert report.error is None and report.snapshot is not None
+    assert len(harness.dial.requests) == 3
+    assert 0 <= harness.sleep.delays[0] <= 0.5  # full jitter on the first backoff step
+    assert harness.sleep.delays[1] == 3.0  # the server's Retry-After
+
+
+async def test_revoked_key_alerts_the_default_channels_and_resolves(
+    harness: Harness, webhook: WebhookReceiver, smtp: SmtpServer, log_lines: Any
+) -> None:
+    """A 401 is logged as a rejected key and sent as dialwatch's own critical alert."""
+    harness.dial.account.api_key = "sk_live_rotated"
+    report = await check_and_deliver(harness)
+
+    assert report.error is not None
+    assert webhook.titles == [
+        f"[CRITICAL] dial / {AUTH_ALERT}: the billing API rejected dialwatch's API key for "
+        "dial; no rule can be checked until it is replaced"
+    ]
+    assert smtp.messages == []  # defaults.notify is [oncall] only
+    assert len(harness.dial.requests) == 1  # a 401 is not retried
+    auth_logs = [line for line in log_lines() if line["event"] == "check.auth_failed"]
+    assert "wrong or revoked" in auth_logs[0]["error"]
+
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+    assert len(webhook.received) == 1  # checked again, not re-sent
+
+    harness.dial.account.api_key = API_KEY
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+    assert webhook.titles[-1].startswith(f"[RESOLVED] dial / {AUTH_ALERT}")
+
+
+async def test_smtp_down_then_back_delivers_once_without_resending_webhook(
+    harness: Harness, webhook: WebhookReceiver, smtp: SmtpServer, log_lines: Any
+) -> None:
+    """Email fails while SMTP is down, is retried from the outbox, and arrives once."""
+    smtp.stop()
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    assert len(webhook.received) == 1
+    failures = [line for line in log_lines() if line["event"] == "notify.failed"]
+    assert failures[0]["channel"] == "finance"
+    assert harness.watcher.store.pending_count() == 1
+
+    harness.clock.advance(seconds=10)  # before the 30 s backoff: not retried
+    await deliver_due(harness.watcher.store, harness.watcher.notifier, harness.clock.now())
+    assert len([x for x in log_lines() if x["event"] == "notify.failed"]) == 1
+
+    smtp.start()
+    harness.clock.advance(seconds=25)
+    report = await deliver_due(harness.watcher.store, harness.watcher.notifier, harness.clock.now())
+    assert [row.channel for row in report.delivered] == ["finance"]
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert len(webhook.received) == 1
+
+    harness.clock.advance(hours=1)
+    await check_and_deliver(harness)
+    assert len(smtp.messages) == 1 and len(webhook.received) == 1
+
+
+async def test_undeliverable_notification_expires_and_says_so(
+    harness: Harness, smtp: SmtpServer, log_lines: Any
+) -> None:
+    """A channel down for longer than 24 h: the message expires with an error log."""
+    smtp.stop()
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    for _ in range(120):
+        harness.clock.advance(minutes=15)
+        await deliver_due(harness.watcher.store, harness.watcher.notifier, harness.clock.now())
+
+    expired = [line for line in log_lines() if line["event"] == "notify.expired"]
+    assert [line["channel"] for line in expired] == ["finance"]
+    assert expired[0]["title"].startswith("[WARNING] dial / wallet-low")
+    assert harness.watcher.store.pending_count() == 0
+
+
+async def test_dry_run_plans_notifications_and_writes_nothing(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """A dry run reports what it would send; a real check afterwards still sends it."""
+    harness.dial.account.balance_cents = 4000
+    report = await run_cycle(harness.watcher, dry_run=True)
+    assert [ch for ch, _ in report.notifications] == ["oncall", "finance"]
+    assert harness.watcher.store.pending_count() == 0
+    assert harness.watcher.store.alert_states("dial") == {}
+
+    await check_and_deliver(harness)
+    assert len(webhook.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "title"),
+    [
+        (
+            {"subscription": {"periodEnd": "2026-12-01T00:00:00Z", "cancelAtPeriodEnd": True,
+                              "quantity": 3, "interval": "monthly"}},
+            "[WARNING] dial / cancelling: subscription cancels at period end on "
+            "2026-12-01 00:00 UTC (9 days left)",
+        ),
+        (
+            {"balance_cents": -320, "numbers_release_at": "2026-12-05T12:00:00Z"},
+            "[CRITICAL] dial / numbers-at-risk: numbers will be released on 2026-12-05 12:00 UTC "
+            "(14 days left) unless the balance (-$3.20) is topped up",
+        ),
+        (
+            {"payment_methods": [{"id": "pm_1", "type": "card", "brand": "visa", "last4": "4242",
+                                  "expMonth": 11, "expYear": 2026, "isDefault": True}]},
+            "[WARNING] dial / card-expiring: default payment method visa ending 4242 expires "
+            "11/2026 (9 days left)",
+        ),
+        (
+            {"payment_methods": []},
+            "[WARNING] dial / card-expiring: no payment method on file while 1 number(s) are "
+            "pay-as-you-go",
+        ),
+    ],
+    ids=["cancelling", "numbers-at-risk", "card-expiring", "no-payment-method"],
+)
+async def test_subscription_numbers_and_payment_rules_fire_with_dates(
+    harness: Harness, webhook: WebhookReceiver, change: dict[str, Any], title: str
+) -> None:
+    """Each account-state rule fires with the date and the days left in its title."""
+    for name, value in change.items():
+        setattr(harness.dial.account, name, value)
+    await check_and_deliver(harness)
+    assert title in webhook.titles
