@@ -156,14 +156,12 @@ def parse_rules(text: str, filename: str, env: Mapping[str, str]) -> RulesFile:
             [ConfigIssue(filename, 1, 1, "(file)", "expected a mapping with channels and rules")]
         )
     data = _apply_defaults(source.data)
-    issues = list(source.issues)
+    issues = source.issues + _cross_check(data, source, filename)
     try:
         rules_file = RulesFile.model_validate(data)
     except ValidationError as exc:
         issues += [_issue_from_pydantic(err, source, filename) for err in exc.errors()]
         rules_file = None
-    if rules_file is not None:
-        issues += _cross_check(rules_file, source, filename)
     if issues:
         raise ConfigError(sorted(set(issues), key=lambda i: (i.line, i.column, i.key)))
     assert rules_file is not None
@@ -264,6 +262,8 @@ def _issue_from_pydantic(err: Any, source: _Source, filename: str) -> ConfigIssu
         loc = loc[:2] + loc[3:]
     else:
         kind_model = None
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, "kind")
     line, col = _locate(source.marks, loc)
     return ConfigIssue(filename, line, col, _dotted(loc), _explain(err, loc, kind_model))
 
@@ -308,43 +308,55 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return text.lstrip(".") or "(file)"
 
 
-def _cross_check(rules_file: RulesFile, source: _Source, filename: str) -> list[ConfigIssue]:
-    """What the schema alone cannot see: names that must refer to something, or be unique."""
+def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[ConfigIssue]:
+    """What the schema alone cannot see: names that must refer to something, or be unique.
+
+    Works on the raw data, so these are reported alongside schema errors, not after.
+    """
     issues: list[ConfigIssue] = []
 
     def add(loc: tuple[Any, ...], message: str) -> None:
         line, col = _locate(source.marks, loc)
         issues.append(ConfigIssue(filename, line, col, _dotted(loc), message))
 
-    channels = rules_file.channels
-    known = ", ".join(channels) or "none defined"
+    channels = data.get("channels")
+    channels = channels if isinstance(channels, dict) else {}
+    known = ", ".join(map(str, channels)) or "none defined"
     if not channels:
         add(("channels",), "define at least one channel (name: apprise URL)")
     for name, url in channels.items():
-        problem = channel_url_problem(url.get_secret_value())
+        problem = channel_url_problem(url) if isinstance(url, str) else None
         if problem:
             add(("channels", name), problem)
-    for i, channel in enumerate(rules_file.defaults.notify):
-        if channel not in channels:
-            add(("defaults", "notify", i), f"no channel named '{channel}'; defined: {known}")
+
+    def check_notify(loc: tuple[Any, ...], notify: object) -> None:
+        for i, channel in enumerate(notify if isinstance(notify, list) else []):
+            if isinstance(channel, str) and channel not in channels:
+                add((*loc, i), f"no channel named '{channel}'; defined: {known}")
+
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        check_notify(("defaults", "notify"), defaults.get("notify"))
+    raw_rules = source.data.get("rules") if isinstance(source.data, dict) else None
+    rules = data.get("rules")
     seen: dict[str, int] = {}
-    for index, rule in enumerate(rules_file.rules):
-        if rule.name in seen:
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            continue
+        name = rule.get("name")
+        if isinstance(name, str) and name in seen:
             add(
                 ("rules", index, "name"),
-                f"duplicate rule name '{rule.name}' (first at rules[{seen[rule.name]}]); "
+                f"duplicate rule name '{name}' (first at rules[{seen[name]}]); "
                 "names must be unique",
             )
-        seen.setdefault(rule.name, index)
-        if not rule.notify:
+        if isinstance(name, str):
+            seen.setdefault(name, index)
+        if not rule.get("notify"):
             add(("rules", index), "no channel to notify: set notify here or in defaults.notify")
-        raw_notify = source.data["rules"][index].get("notify")
-        from_defaults = raw_notify is None
-        for i, channel in enumerate(rule.notify):
-            if channel not in channels and not from_defaults:
-                add(
-                    ("rules", index, "notify", i), f"no channel named '{channel}'; defined: {known}"
-                )
+        # A list inherited from defaults was checked there; report it once.
+        if isinstance(raw_rules, list) and "notify" in raw_rules[index]:
+            check_notify(("rules", index, "notify"), rule.get("notify"))
     return issues
 
 

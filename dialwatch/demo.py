@@ -10,7 +10,7 @@ import asyncio
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -62,9 +62,16 @@ def _console_printer(out: TextIO) -> Any:
     return console
 
 
-async def run_demo(out: TextIO = sys.stdout, scene_seconds: float = 2.5) -> None:
+async def run_demo(
+    out: TextIO = sys.stdout,
+    scene_seconds: float = 2.5,
+    interval: timedelta = timedelta(seconds=1),
+) -> None:
     _console_printer(out)
     account = DialAccount(api_key=DEMO_KEY, balance_cents=SCRIPT[0].balance_cents)
+    assert account.subscription is not None
+    period_end = datetime.now(UTC) + timedelta(days=20, hours=1)
+    account.subscription["periodEnd"] = period_end.strftime("%Y-%m-%dT%H:%M:%SZ")
     simulator = DialSimulator(account)
     base_url = await simulator.start()
     text = resources.files("dialwatch").joinpath("demo_rules.yaml").read_text(encoding="utf-8")
@@ -75,15 +82,14 @@ async def run_demo(out: TextIO = sys.stdout, scene_seconds: float = 2.5) -> None
             api_key=SecretStr(DEMO_KEY),
             base_url=base_url,
             state=Path(tmp) / "demo.db",
-            interval=timedelta(seconds=1),
         )
         out.write(
-            f"dialwatch demo: simulated Dial API at {base_url}, checking every second.\n"
+            f"dialwatch demo: simulated Dial API at {base_url}, checking every {interval.total_seconds():g}s.\n"
             f"Rules: {', '.join(r.name for r in rules.rules)}.\n\n"
         )
         try:
             async with open_watcher(settings, rules) as watcher:
-                service = asyncio.create_task(run_service(watcher, settings.interval, stop))
+                service = asyncio.create_task(run_service(watcher, interval, stop))
                 for number, scene in enumerate(SCRIPT, 1):
                     account.balance_cents = scene.balance_cents
                     assert account.subscription is not None

@@ -142,10 +142,16 @@ async def test_for_holds_an_alert_pending_before_it_fires(
         (Fault.rate_limited("2"), "rate limited"),
         (Fault.html(), "expected a JSON body, got text/html"),
         (Fault.truncated(), "expected a JSON body, got application/json"),
-        (Fault.json_body({"subscription": None, "numbers": [], "paymentMethods": []}),
-         "balanceCents: Field required"),
-        (Fault.json_body({"balanceCents": "12.00", "subscription": None, "numbers": [],
-                          "paymentMethods": []}), "balanceCents: Input should be a valid integer"),
+        (
+            Fault.json_body({"subscription": None, "numbers": [], "paymentMethods": []}),
+            "balanceCents: Field required",
+        ),
+        (
+            Fault.json_body(
+                {"balanceCents": "12.00", "subscription": None, "numbers": [], "paymentMethods": []}
+            ),
+            "balanceCents: Input should be a valid integer",
+        ),
     ],
     ids=["5xx", "429", "html", "truncated", "missing-field", "wrong-type"],
 )
@@ -160,7 +166,8 @@ async def test_broken_responses_fail_the_check_without_a_crash_or_a_zero_balance
     harness.clock.advance(minutes=1)
     report = await check_and_deliver(harness)
 
-    assert report.error is not None and report.snapshot is None
+    assert report.error is not None
+    assert report.snapshot is None
     failed = [line for line in log_lines() if line["event"] == "check.failed"]
     assert expected_log in failed[0]["error"]
     assert len(webhook.received) == 1  # no resolved, no "$0" alert
@@ -181,7 +188,8 @@ async def test_transient_errors_are_retried_with_backoff_and_retry_after(
 
     report = await run_cycle(harness.watcher)
 
-    assert report.error is None and report.snapshot is not None
+    assert report.error is None
+    assert report.snapshot is not None
     assert len(harness.dial.requests) == 3
     assert 0 <= harness.sleep.delays[0] <= 0.5  # full jitter on the first backoff step
     assert harness.sleep.delays[1] == 3.0  # the server's Retry-After
@@ -239,7 +247,8 @@ async def test_smtp_down_then_back_delivers_once_without_resending_webhook(
 
     harness.clock.advance(hours=1)
     await check_and_deliver(harness)
-    assert len(smtp.messages) == 1 and len(webhook.received) == 1
+    assert len(smtp.messages) == 1
+    assert len(webhook.received) == 1
 
 
 async def test_undeliverable_notification_expires_and_says_so(
@@ -277,8 +286,14 @@ async def test_dry_run_plans_notifications_and_writes_nothing(
     ("change", "title"),
     [
         (
-            {"subscription": {"periodEnd": "2026-12-01T00:00:00Z", "cancelAtPeriodEnd": True,
-                              "quantity": 3, "interval": "monthly"}},
+            {
+                "subscription": {
+                    "periodEnd": "2026-12-01T00:00:00Z",
+                    "cancelAtPeriodEnd": True,
+                    "quantity": 3,
+                    "interval": "monthly",
+                }
+            },
             "[WARNING] dial / cancelling: subscription cancels at period end on "
             "2026-12-01 00:00 UTC (9 days left)",
         ),
@@ -288,8 +303,19 @@ async def test_dry_run_plans_notifications_and_writes_nothing(
             "(14 days left) unless the balance (-$3.20) is topped up",
         ),
         (
-            {"payment_methods": [{"id": "pm_1", "type": "card", "brand": "visa", "last4": "4242",
-                                  "expMonth": 11, "expYear": 2026, "isDefault": True}]},
+            {
+                "payment_methods": [
+                    {
+                        "id": "pm_1",
+                        "type": "card",
+                        "brand": "visa",
+                        "last4": "4242",
+                        "expMonth": 11,
+                        "expYear": 2026,
+                        "isDefault": True,
+                    }
+                ]
+            },
             "[WARNING] dial / card-expiring: default payment method visa ending 4242 expires "
             "11/2026 (9 days left)",
         ),

@@ -1,0 +1,233 @@
+"""The `dialwatch` command as users run it: real processes, signals and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dialwatch.simulator import DialSimulator
+from tests.conftest import API_KEY, RULES
+from tests.servers import SmtpServer, WebhookReceiver
+
+CASES = Path(__file__).parent / "config_cases"
+SMTP_PASSWORD = "hunter2-SMTP-PASSWORD"
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, dial: DialSimulator, webhook: WebhookReceiver, smtp: SmtpServer
+) -> dict[str, str]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(webhook=webhook.url, smtp=smtp.url))
+    return {
+        "PATH": os.environ["PATH"],
+        "DIALWATCH_API_KEY": API_KEY,
+        "DIALWATCH_BASE_URL": dial.base_url,
+        "DIALWATCH_RULES": str(rules),
+        "DIALWATCH_STATE": str(tmp_path / "state.db"),
+        "DIALWATCH_INTERVAL": "1s",
+        "DIALWATCH_LOG_FORMAT": "json",
+    }
+
+
+async def dialwatch(*args: str, env: dict[str, str], cwd: Path | None = None) -> Ran:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dialwatch",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    """Wait for another process to do something observable (never to pass time)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_check_exit_codes_follow_what_is_firing(
+    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver
+) -> None:
+    """check exits 0 when all is well, 1 when something fires, 2 when the API fails."""
+    ok = await dialwatch("check", env=env)
+    assert (ok.code, ok.out) == (0, "dial: balance $235.00\nOK: nothing firing\n")
+
+    dial.account.balance_cents = 4000
+    firing = await dialwatch("check", env=env)
+    assert firing.code == 1
+    assert "FIRING   warning  wallet-low: balance $40.00 is below $50.00" in firing.out
+    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+
+    broken = await dialwatch("check", env={**env, "DIALWATCH_BASE_URL": "http://127.0.0.1:9"})
+    assert broken.code == 2
+    assert "check failed: connection failed" in broken.err
+
+
+async def test_check_dry_run_prints_notifications_and_changes_nothing(
+    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver
+) -> None:
+    """--dry-run shows each message per channel, sends none, and keeps no state."""
+    dial.account.balance_cents = 4000
+    first = await dialwatch("check", "--dry-run", env=env)
+    again = await dialwatch("check", "--dry-run", env=env)
+
+    assert first.code == 1
+    assert "dry run: would send 2 notification(s); no state changed" in first.out
+    assert "--> oncall (first): [WARNING] dial / wallet-low: balance $40.00" in first.out
+    assert "--> finance (first):" in first.out
+    assert "    Threshold: $50.00" in first.out
+    # Nothing was recorded: the second dry run still sees a first notification.
+    assert "--> oncall (first): [WARNING] dial / wallet-low" in again.out
+    assert webhook.received == []
+
+
+async def test_validate_names_line_and_key_and_run_refuses_without_traceback(
+    env: dict[str, str],
+) -> None:
+    """A misspelt key: validate prints FILE:LINE:COL; run exits 2 with the same, no traceback."""
+    path = CASES / "misspelt_key.yaml"
+    valid = await dialwatch("validate", env=env)
+    invalid = await dialwatch("validate", str(path), env=env)
+    run = await dialwatch("run", env={**env, "DIALWATCH_RULES": str(path)})
+
+    assert valid.code == 0
+    assert "OK: 2 channel(s), 5 rule(s)" in valid.out
+    assert invalid.code == 2
+    assert f"{path}:6:5: rules[0].threshhold: unknown key; did you mean 'threshold'?" in invalid.err
+    assert run.code == 2
+    assert f"{path}:6:5: rules[0].threshhold" in run.err
+    assert "Traceback" not in run.err + run.out
+
+
+async def test_test_notify_reports_each_failed_channel(
+    env: dict[str, str], webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """test-notify sends to every channel and names the ones that failed."""
+    ok = await dialwatch("test-notify", env=env)
+    assert ok.code == 0
+    assert ok.out == "oncall: sent\nfinance: sent\n"
+    assert webhook.titles == ["dialwatch test notification"]
+    assert smtp.subjects == ["dialwatch test notification"]
+
+    smtp.stop()
+    failed = await dialwatch("test-notify", env=env)
+    assert failed.code == 2
+    assert "finance: FAILED: Connection error while submitting email" in failed.err
+    assert "test-notify failed for: finance" in failed.err
+
+    only = await dialwatch("test-notify", "oncall", env=env)
+    assert only.code == 0
+    assert only.out == "oncall: sent\n"
+
+
+async def test_kill_9_and_restart_sends_no_duplicate(
+    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """After SIGKILL, a restarted service keeps the delivered alert delivered."""
+    dial.account.balance_cents = 4000
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dialwatch",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await wait_until(lambda: len(webhook.received) == 1 and len(smtp.messages) == 1)
+    first.kill()
+    await first.wait()
+
+    second = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dialwatch",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    seen = len(dial.requests)
+    await wait_until(lambda: len(dial.requests) >= seen + 3)  # three checks after restart
+    second.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(second.wait(), 10) == 0
+
+    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert len(smtp.messages) == 1
+
+
+async def test_sigterm_stops_the_service_cleanly_and_quickly(
+    env: dict[str, str], dial: DialSimulator
+) -> None:
+    """SIGTERM ends `run` with exit 0 within a few seconds, logging the stop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dialwatch",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await wait_until(lambda: len(dial.requests) >= 1)
+    process.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(process.communicate(), 5)
+
+    assert process.returncode == 0
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    stopping = [e for e in events if e["event"] == "service.stopping"]
+    assert stopping[0]["signal"] == "SIGTERM"
+    assert events[-1]["event"] == "service.stopped"
+
+
+async def test_no_secret_reaches_any_output(
+    env: dict[str, str], dial: DialSimulator, tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """Key and channel password stay out of stdout and stderr, even when things fail."""
+    rules = Path(env["DIALWATCH_RULES"])
+    rules.write_text(
+        rules.read_text().replace(
+            smtp.url,
+            f"mailto://dialwatch:{SMTP_PASSWORD}@127.0.0.1:9?from=dialwatch@example.com"
+            "&to=f@example.com&mode=insecure",
+        )
+    )
+    dial.account.balance_cents = 4000
+    outputs = [
+        await dialwatch("check", env={**env, "DIALWATCH_LOG_LEVEL": "debug"}),
+        await dialwatch("check", "--dry-run", env=env),
+        await dialwatch("test-notify", env=env),
+        await dialwatch("validate", env=env),
+        await dialwatch("--help", env=env),
+    ]
+    dial.account.api_key = "sk_live_other"
+    outputs.append(await dialwatch("check", env=env))
+
+    text = "".join(r.out + r.err for r in outputs)
+    assert "finance" in text
+    assert "auth" in text
+    assert API_KEY not in text  # ...without the key
+    assert SMTP_PASSWORD not in text

@@ -1,0 +1,168 @@
+"""The rules file: every rejection points at file, line, column and key."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dialwatch.config import BalanceBelow, load_rules
+from dialwatch.errors import ConfigError
+from dialwatch.units import Money
+
+CASES = Path(__file__).parent / "config_cases"
+EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
+
+
+@pytest.mark.parametrize(
+    ("case", "line", "col", "key", "message"),
+    [
+        (
+            "misspelt_key",
+            6,
+            5,
+            "rules[0].threshhold",
+            "unknown key; did you mean 'threshold'? valid keys here: name, severity",
+        ),
+        (
+            "undefined_channel",
+            7,
+            22,
+            "rules[0].notify[1]",
+            "no channel named 'pager'; defined: oncall",
+        ),
+        (
+            "duplicate_rule",
+            9,
+            5,
+            "rules[1].name",
+            "duplicate rule name 'wallet-low' (first at rules[0])",
+        ),
+        (
+            "unset_variable",
+            2,
+            11,
+            "channels.oncall",
+            "environment variable ${DIALWATCH_TEST_UNSET_WEBHOOK} is not set",
+        ),
+        (
+            "float_money",
+            8,
+            5,
+            "rules[0].threshold",
+            'money must be written as a string such as "$50.00" or "50 USD", not a float',
+        ),
+        (
+            "unknown_kind",
+            7,
+            5,
+            "rules[0].kind",
+            "unknown rule kind; valid kinds: balance_below, subscription_cancelling",
+        ),
+        (
+            "bad_duration",
+            5,
+            3,
+            "defaults.repeat_every",
+            "'sometimes' is not a duration; write it like 30s, 5m, 4h, 1h30m or 7d",
+        ),
+        (
+            "bad_severity",
+            8,
+            5,
+            "rules[0].severity",
+            "Input should be 'info', 'warning' or 'critical'",
+        ),
+        (
+            "no_channel_to_notify",
+            4,
+            5,
+            "rules[0]",
+            "no channel to notify: set notify here or in defaults.notify",
+        ),
+        ("missing_threshold", 6, 5, "rules[0].threshold", "required key is missing"),
+        (
+            "bad_channel_url",
+            2,
+            3,
+            "channels.oncall",
+            "apprise does not recognise this URL (scheme 'notaservice')",
+        ),
+        ("yaml_syntax", 6, 1, "(yaml)", "expected ',' or ']'"),
+        ("duplicate_key", 9, 5, "rules[0].threshold", "duplicate key; each key once"),
+        ("unknown_top_level", 3, 1, "defualts", "unknown key; did you mean 'defaults'?"),
+    ],
+)
+def test_rejected_rules_file_names_file_line_column_and_key(
+    case: str, line: int, col: int, key: str, message: str
+) -> None:
+    """Each broken file fails with FILE:LINE:COL: key: what is wrong."""
+    path = CASES / f"{case}.yaml"
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path, env={})
+
+    assert f"{path}:{line}:{col}: {key}: {message}" in str(caught.value)
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    """A file with three mistakes lists all three, in line order."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "channels:\n  oncall: 'json://127.0.0.1:9/x'\nrules:\n"
+        "  - name: a\n    kind: balance_below\n    threshold: 5\n    notify: [pager]\n"
+        "  - name: b\n    kind: subscription_cancelling\n    notify: [oncall]\n    sevrity: info\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path, env={})
+    lines = str(caught.value).splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        f"{path}:6:5",
+        f"{path}:7:14",
+        f"{path}:11:5",
+    ]
+    assert "rules[0].threshold: 5 is not an amount of money" in lines[0]
+    assert "rules[0].notify[0]: no channel named 'pager'" in lines[1]
+    assert "rules[1].sevrity: unknown key; did you mean 'severity'?" in lines[2]
+
+
+def test_channel_url_never_appears_in_errors() -> None:
+    """A rejected channel URL is described by its scheme only: it embeds tokens."""
+    with pytest.raises(ConfigError) as caught:
+        load_rules(CASES / "bad_channel_url.yaml", env={})
+    assert "secret-token-123456" not in str(caught.value)
+
+
+def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
+    """rules.example.yaml loads, with ${VAR}s set, and its values parse exactly."""
+    rules = load_rules(
+        EXAMPLE,
+        env={"SLACK_WEBHOOK_URL": "slack://TokenA/TokenB/TokenC/#alerts", "SMTP_PASSWORD": "pw"},
+    )
+    assert list(rules.channels) == ["oncall", "finance"]
+    low = rules.rules[0]
+    assert isinstance(low, BalanceBelow)
+    assert low.threshold == Money(5000, "USD")
+    assert low.hysteresis == Money(250, "USD")
+    assert low.notify == ("oncall", "finance")
+    assert [r.name for r in rules.rules] == [
+        "wallet-low",
+        "wallet-empty",
+        "cancelling",
+        "numbers-at-risk",
+        "card-expiring",
+    ]
+    empty = rules.rules[1]
+    assert empty.notify == ("oncall",)  # from defaults
+    assert empty.repeat_every == timedelta(hours=4)
+    assert rules.rules[3].severity == "critical"
+
+
+def test_repeat_every_never_disables_reminders(tmp_path: Path) -> None:
+    """`repeat_every: never` is read as no repeat at all."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "channels: {oncall: 'json://127.0.0.1:9/x'}\ndefaults: {notify: [oncall]}\n"
+        "rules:\n  - {name: c, kind: subscription_cancelling, repeat_every: never}\n"
+    )
+    assert load_rules(path, env={}).rules[0].repeat_every is None
