@@ -51,6 +51,16 @@ class RecordingSleep:
 
 
 @pytest.fixture(autouse=True)
+def _no_dialwatch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the DIALWATCH_* variables they set themselves."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("DIALWATCH_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
 def _aioresponses_on_current_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
     """aioresponses 0.7.9 builds ClientResponse without the `stream_writer` that aiohttp
     3.14 requires (pnuckowski/aioresponses#289); aiohttp reads only its output_size."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from dialwatch import settings as settings_module
 from dialwatch.errors import ConfigError
 from dialwatch.settings import load_settings
 
@@ -61,3 +63,14 @@ def test_api_key_never_appears_in_settings_errors(monkeypatch: pytest.MonkeyPatc
     assert "sk_live_dont_print_me" not in str(caught.value)
     monkeypatch.delenv("DIALWATCH_INTERVAL")
     assert "sk_live_dont_print_me" not in repr(load_settings())
+
+
+def test_api_key_can_come_from_a_secrets_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Docker/Kubernetes secret file named dialwatch_api_key provides the key."""
+    (tmp_path / "dialwatch_api_key").write_text("sk_live_from_file")
+    monkeypatch.setattr(settings_module, "SECRETS_DIR", tmp_path)
+    settings = load_settings()
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "sk_live_from_file"
