@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -239,25 +239,25 @@ async def run_service(watcher: Watcher, interval: timedelta, stop: asyncio.Event
     log.info("service.stopped", pending_notifications=watcher.store.pending_count())
 
 
-async def _until_done_or_stopped(task: asyncio.Task[object], stop: asyncio.Event) -> None:
+async def _until_done_or_stopped(task: asyncio.Task[Any], stop: asyncio.Event) -> None:
     """Await `task`; once `stop` is set, give it SHUTDOWN_GRACE seconds, then cancel it."""
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if not task.done():
-        try:
-            await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_GRACE)
-        except TimeoutError:
-            task.cancel()
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if task not in done:
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE)
+        if not done:
             log.warning("service.cancelled_in_flight", grace_s=SHUTDOWN_GRACE)
-    with contextlib.suppress(asyncio.CancelledError):
-        exc = task.exception() if task.done() and not task.cancelled() else None
-        if exc is not None:
-            log.error("service.task_failed", error=repr(exc), exc_info=exc)
+            task.cancel()
+            await asyncio.wait({task})
+    if not task.cancelled() and (error := task.exception()) is not None:
+        # A bug, not an API failure (those are handled in the cycle): log it, keep running.
+        log.error("service.task_failed", error=repr(error), exc_info=error)
 
 
 async def _delivery_loop(watcher: Watcher, stop: asyncio.Event) -> None:
     while not stop.is_set():
+        watcher.wake_delivery.clear()
         now = watcher.clock.now()
         try:
             await deliver_due(watcher.store, watcher.notifier, now)
@@ -268,12 +268,11 @@ async def _delivery_loop(watcher: Watcher, stop: asyncio.Event) -> None:
         wait = 30.0
         if next_at is not None:
             wait = min(wait, max(0.2, (next_at - watcher.clock.now()).total_seconds()))
-        watcher.wake_delivery.clear()
-        wake = asyncio.create_task(watcher.wake_delivery.wait())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({wake, stopped}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        wake.cancel()
-        stopped.cancel()
+        woken = asyncio.create_task(watcher.wake_delivery.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({woken, stopping}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+        stopping.cancel()
     # Last chance for what the final check queued.
     await deliver_due(watcher.store, watcher.notifier, watcher.clock.now())
 

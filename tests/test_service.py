@@ -335,3 +335,37 @@ async def test_subscription_numbers_and_payment_rules_fire_with_dates(
         setattr(harness.dial.account, name, value)
     await check_and_deliver(harness)
     assert title in webhook.titles
+
+
+async def test_unknown_fields_and_enum_values_are_tolerated(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """New API fields, a new number mode and a new interval do not fail the check."""
+    account = harness.dial.account
+    account.numbers.append({"id": "n3", "number": "+15550001", "mode": "SHARED", "tags": []})
+    assert account.subscription is not None
+    account.subscription |= {"interval": "weekly", "trialEnd": None}
+    account.balance_cents = 4000
+
+    report = await check_and_deliver(harness)
+
+    assert report.error is None
+    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+
+
+async def test_logs_of_failing_checks_and_sends_hold_no_secret(
+    harness: Harness, smtp: SmtpServer, log_lines: Any
+) -> None:
+    """Auth failures and failed sends are logged in detail, without key or URL."""
+    smtp.stop()
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    harness.dial.account.api_key = "sk_live_rotated"
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+
+    text = "\n".join(map(str, log_lines()))
+    assert "notify.failed" in text
+    assert "check.auth_failed" in text
+    assert API_KEY not in text
+    assert smtp.url not in text
