@@ -23,6 +23,7 @@ class Decision(StrEnum):
     FIRST = "first"
     REPEAT = "repeat"
     RESOLVED = "resolved"
+    EVENT = "event"  # new ledger items matched an item rule: no state, just news
     NONE = "none"
 
 

@@ -130,23 +130,27 @@ async def _check(settings: Settings, rules: RulesFile, *, dry_run: bool) -> int:
                     "`dialwatch run` retries it",
                     file=sys.stderr,
                 )
-    if report.error is not None:
+    if report.errors:
         return EXIT_ERROR
     return EXIT_FIRING if report.firing else EXIT_OK
 
 
 def _print_report(report: CycleReport, *, dry_run: bool) -> None:
-    if report.error is not None:
-        print(f"check failed: {REDACTOR.redact(str(report.error))}", file=sys.stderr)
+    for error in report.errors:
+        print(f"check failed: {REDACTOR.redact(str(error))}", file=sys.stderr)
     if report.snapshot is not None:
         print(f"{report.snapshot.account}: balance {report.snapshot.balance}")
+    if report.ledger is not None:
+        backfill = " (first start: history read, no per-item alerts)" * report.ledger.backfilled
+        print(f"ledger: {report.ledger.new_items} new item(s){backfill}")
     for outcome in report.outcomes:
-        if outcome.state.status.value != "inactive":
+        status = "event" if outcome.decision.value == "event" else outcome.state.status.value
+        if status != "inactive":
             print(
-                f"{outcome.state.status.value.upper():8} {outcome.spec.severity:8} "
+                f"{status.upper():8} {outcome.spec.severity:8} "
                 f"{outcome.spec.name}: {outcome.finding.summary}"
             )
-    if not report.firing and report.error is None:
+    if not report.firing and not report.errors:
         print("OK: nothing firing")
     if dry_run:
         planned = report.notifications

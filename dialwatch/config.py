@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import apprise
 import yaml
@@ -25,6 +26,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from dialwatch.errors import ConfigError, ConfigIssue
@@ -96,8 +98,81 @@ class PaymentMethodExpiring(_RuleBase):
     within: Duration = timedelta(days=30)
 
 
+class Match(_Strict):
+    """Narrows which ledger items a rule counts; every given field must match."""
+
+    fare: str | None = None  # glob on fareName, e.g. "sms.*"
+    number: str | None = None
+    attribution: Literal["wallet", "entitlement"] | None = None
+
+
+def _timezone(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a timezone is an IANA name such as UTC or Europe/Berlin")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"unknown timezone {value!r}; use an IANA name such as Europe/Berlin"
+        ) from exc
+    return value
+
+
+Period = Literal["day", "week", "month"]
+
+
+class SpendAbove(_RuleBase):
+    """Usage spend in a rolling `window` or a calendar `period` is above `amount`."""
+
+    kind: Literal["spend_above"]
+    amount: MoneyAmount
+    window: Duration | None = None
+    period: Period | None = None
+    timezone: Annotated[str, PlainValidator(_timezone)] = "UTC"
+    match: Match = Match()
+
+    @model_validator(mode="after")
+    def _window_or_period(self) -> SpendAbove:
+        if (self.window is None) == (self.period is None):
+            raise ValueError("set exactly one of window (e.g. 24h) or period (day, week, month)")
+        if self.window is not None and self.window <= timedelta(0):
+            raise ValueError("window must be longer than 0s")
+        return self
+
+
+class UsageItem(_RuleBase):
+    """A single new usage item costs at least `min_amount`."""
+
+    kind: Literal["usage_item"]
+    min_amount: MoneyAmount
+    match: Match = Match()
+
+
+class LedgerEvent(_RuleBase):
+    """New credit and/or payment items arrived."""
+
+    kind: Literal["ledger_event"]
+    types: tuple[Literal["credit", "payment"], ...] = ("credit", "payment")
+    severity: Severity = "info"
+
+
+class RunwayBelow(_RuleBase):
+    """At the burn rate of the trailing `lookback`, the wallet empties within `runway`."""
+
+    kind: Literal["runway_below"]
+    runway: Duration
+    lookback: Duration = timedelta(hours=24)
+
+
 Rule = Annotated[
-    BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring,
+    BalanceBelow
+    | SubscriptionCancelling
+    | NumbersAtRisk
+    | PaymentMethodExpiring
+    | SpendAbove
+    | UsageItem
+    | LedgerEvent
+    | RunwayBelow,
     Field(discriminator="kind"),
 ]
 RULE_KINDS: dict[str, type[_RuleBase]] = {
@@ -105,7 +180,16 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
     "subscription_cancelling": SubscriptionCancelling,
     "numbers_at_risk": NumbersAtRisk,
     "payment_method_expiring": PaymentMethodExpiring,
+    "spend_above": SpendAbove,
+    "usage_item": UsageItem,
+    "ledger_event": LedgerEvent,
+    "runway_below": RunwayBelow,
 }
+SnapshotRule = BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring
+# Rules fed by the activity ledger; without any, the ledger is not read at all.
+LEDGER_KINDS = (SpendAbove, UsageItem, LedgerEvent, RunwayBelow)
+# Rules that are events (one message per batch of new items), not conditions that hold.
+ItemRule = UsageItem | LedgerEvent
 # Keys a rule inherits from `defaults:` when it does not set them itself.
 INHERITED = ("notify", "repeat_every", "send_resolved", "for")
 
@@ -287,7 +371,9 @@ def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[_RuleBase] | None)
 
 def _valid_keys(parent: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> list[str]:
     model: type[BaseModel] = RulesFile
-    if kind_model is not None:
+    if parent[-1:] == ("match",):
+        model = Match
+    elif kind_model is not None:
         model = kind_model
     elif parent == ("defaults",):
         model = Defaults

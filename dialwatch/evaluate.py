@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fnmatch import fnmatchcase
+from zoneinfo import ZoneInfo
 
 from dialwatch.config import (
     BalanceBelow,
+    ItemRule,
+    LedgerEvent,
+    Match,
     NumbersAtRisk,
     PaymentMethodExpiring,
+    Period,
     Rule,
+    RunwayBelow,
+    SnapshotRule,
+    SpendAbove,
     SubscriptionCancelling,
+    UsageItem,
 )
-from dialwatch.model import BillingSnapshot, PaymentMethod
-from dialwatch.units import Money
+from dialwatch.model import BillingSnapshot, LedgerItem, PaymentMethod, SpendSummary
+from dialwatch.units import Money, format_duration
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class Finding:
 
 
 def evaluate(
-    rule: Rule, snap: BillingSnapshot, *, was_active: bool, previous_balance: Money | None
+    rule: SnapshotRule, snap: BillingSnapshot, *, was_active: bool, previous_balance: Money | None
 ) -> Finding:
     """Evaluate one rule. `was_active` lets thresholds resolve with hysteresis."""
     match rule:
@@ -163,3 +174,146 @@ def _days_left(moment: datetime, now: datetime) -> str:
     if days == 0:
         return "less than a day left"
     return f"{days} day{'s' if days != 1 else ''} left"
+
+
+def period_start(period: Period, timezone: str, now: datetime) -> datetime:
+    """The start of the calendar day, week (Monday) or month containing `now`, in `timezone`."""
+    local = now.astimezone(ZoneInfo(timezone))
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        start -= timedelta(days=start.weekday())
+    elif period == "month":
+        start = start.replace(day=1)
+    # Rebuild from the date so a DST change inside the period lands on local midnight.
+    midnight = datetime(start.year, start.month, start.day, tzinfo=ZoneInfo(timezone))
+    return midnight.astimezone(UTC)
+
+
+def spend_since(rule: SpendAbove, now: datetime) -> datetime:
+    if rule.period is not None:
+        return period_start(rule.period, rule.timezone, now)
+    assert rule.window is not None
+    return now - rule.window
+
+
+def history_needed(rules: tuple[Rule, ...], now: datetime) -> timedelta:
+    """How far back the ledger must reach for every window rule to see real spend."""
+    spans = [timedelta(0)]
+    for rule in rules:
+        if isinstance(rule, SpendAbove):
+            spans.append(now - spend_since(rule, now))
+        elif isinstance(rule, RunwayBelow):
+            spans.append(rule.lookback)
+    return max(spans)
+
+
+def evaluate_spend(rule: SpendAbove, spend: SpendSummary) -> Finding:
+    """Spend in the rule's window or period against its amount."""
+    if rule.period is not None:
+        window = f"this {rule.period} (since {_local(spend.since, rule.timezone)})"
+    else:
+        assert rule.window is not None
+        window = f"in the last {format_duration(rule.window)}"
+    active = spend.total > rule.amount
+    relation = "is above" if active else "is within"
+    facts = [
+        ("Spend", f"{spend.total} over {spend.count} usage item(s)"),
+        ("Threshold", str(rule.amount)),
+        ("Window", window),
+    ]
+    if _describe_match(rule.match):
+        facts.append(("Counting", _describe_match(rule.match)))
+    if spend.by_number:
+        facts.append(("Top numbers", _contributors(spend.by_number)))
+    if spend.by_fare:
+        facts.append(("Top fares", _contributors(spend.by_fare)))
+    return Finding(active, f"spend {spend.total} {window} {relation} {rule.amount}", tuple(facts))
+
+
+def evaluate_runway(rule: RunwayBelow, balance: Money, burned: Money) -> Finding:
+    """Whether the wallet empties within `runway` at the trailing burn rate."""
+    lookback_s = int(rule.lookback.total_seconds())
+    if burned.cents <= 0:
+        return Finding(False, f"no spend in the last {format_duration(rule.lookback)}: no burn")
+    per_day = Money(int((Decimal(burned.cents) * 86400 / lookback_s).quantize(0, ROUND_HALF_UP)))
+    facts = [
+        ("Balance", str(balance)),
+        (
+            "Burn rate",
+            f"{per_day}/day (spend {burned} in the last {format_duration(rule.lookback)})",
+        ),
+        ("Runway threshold", format_duration(rule.runway)),
+    ]
+    if balance.cents <= 0:
+        return Finding(
+            True, f"the wallet is empty ({balance}) while burning {per_day}/day", tuple(facts)
+        )
+    # Time to empty = balance / (burned / lookback), kept in integers.
+    empty_in = timedelta(seconds=balance.cents * lookback_s // burned.cents)
+    facts.insert(2, ("Time to empty", f"about {format_duration(_round_to_minutes(empty_in))}"))
+    active = empty_in <= rule.runway
+    relation = "within" if active else "beyond"
+    return Finding(
+        active,
+        f"at {per_day}/day the wallet ({balance}) empties in about "
+        f"{format_duration(_round_to_minutes(empty_in))}, {relation} {format_duration(rule.runway)}",
+        tuple(facts),
+    )
+
+
+def item_matches(rule: ItemRule, item: LedgerItem) -> bool:
+    """Whether one new ledger item is an event for `rule`."""
+    if isinstance(rule, LedgerEvent):
+        return item.type in rule.types
+    return item.type == "usage" and item.amount >= rule.min_amount and _selects(rule.match, item)
+
+
+def describe_item(item: LedgerItem) -> str:
+    """One line per item in a grouped message."""
+    when = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if item.type == "usage":
+        what = f"{item.fare or 'usage'} on {item.number or 'no number'}"
+    elif item.type == "credit":
+        what = f"credit ({item.kind or 'unknown kind'})"
+    else:
+        what = f"{item.type} ({item.reason or 'no reason given'})"
+    invoice = f", invoice {item.invoice_id}" if item.invoice_id else ""
+    return f"{when}  {item.amount}  {what}{invoice}"
+
+
+def item_rule_summary(rule: ItemRule, count: int, total: Money, first: LedgerItem) -> str:
+    if isinstance(rule, UsageItem):
+        return f"{count} usage item(s) at or above {rule.min_amount} (total {total})"
+    if count == 1:
+        return describe_item(first).split("  ", 1)[1]
+    return f"{count} new ledger item(s): {', '.join(rule.types)} (total {total})"
+
+
+def _selects(match: Match, item: LedgerItem) -> bool:
+    return (
+        (match.fare is None or (item.fare is not None and fnmatchcase(item.fare, match.fare)))
+        and (match.number is None or item.number == match.number)
+        and (match.attribution is None or item.attribution == match.attribution)
+    )
+
+
+def _describe_match(match: Match) -> str:
+    parts = [
+        f"{name} {value}"
+        for name, value in (("fare", match.fare), ("number", match.number),
+                            ("attribution", match.attribution))
+        if value is not None
+    ]  # fmt: skip
+    return ", ".join(parts)
+
+
+def _contributors(rows: tuple[tuple[str, Money], ...]) -> str:
+    return ", ".join(f"{name} {amount}" for name, amount in rows)
+
+
+def _local(moment: datetime, timezone: str) -> str:
+    return moment.astimezone(ZoneInfo(timezone)).strftime(f"%Y-%m-%d %H:%M {timezone}")
+
+
+def _round_to_minutes(delta: timedelta) -> timedelta:
+    return timedelta(minutes=int(delta.total_seconds() // 60))

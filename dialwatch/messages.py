@@ -72,6 +72,28 @@ def compose(
     return Message(title, "\n".join(lines), notify_type)
 
 
+def compose_event(
+    account: str, spec: AlertSpec, summary: str, lines: list[str], more: int
+) -> Message:
+    """One grouped message for the new ledger items that matched an item rule."""
+    body = [
+        _sentence(summary),
+        "",
+        f"Account: {account}",
+        f"Rule: {spec.name} ({spec.kind})",
+        f"Severity: {spec.severity}",
+        "Items:",
+        *(f"  {line}" for line in lines),
+    ]
+    if more:
+        body.append(f"  ... and {more} more")
+    return Message(
+        f"[{spec.severity.upper()}] {account} / {spec.name}: {summary}",
+        "\n".join(body),
+        NOTIFY_TYPE[spec.severity],
+    )
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 

@@ -63,3 +63,41 @@ class BillingSnapshot:
     @property
     def payg_numbers(self) -> tuple[PhoneNumber, ...]:
         return tuple(n for n in self.numbers if n.mode == "PAYG")
+
+
+@dataclass(frozen=True)
+class LedgerItem:
+    """One activity item: usage (spend), a credit or a payment, with an exact amount.
+
+    `key` identifies the item across reads: the API gives items no id, so it is a
+    digest of the item's content and its rank among identical items at one instant.
+    """
+
+    key: str
+    type: str  # usage | credit | payment, or a type the API added later
+    occurred_at: datetime
+    amount: Money
+    fare: str | None = None
+    number: str | None = None
+    attribution: str | None = None
+    kind: str | None = None
+    invoice_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    """Usage spend since `since`, with the biggest contributors."""
+
+    since: datetime
+    total: Money
+    count: int
+    by_number: tuple[tuple[str, Money], ...]
+    by_fare: tuple[tuple[str, Money], ...]
+
+
+@dataclass(frozen=True)
+class ItemMatches:
+    count: int
+    total: Money
+    shown: tuple[LedgerItem, ...]

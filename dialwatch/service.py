@@ -16,12 +16,30 @@ from dialwatch import __version__
 from dialwatch.alerts import AlertState, Decision, Status, Timing, step
 from dialwatch.api_client import ApiClient, RetryPolicy, Sleep
 from dialwatch.clock import Clock, SystemClock
-from dialwatch.config import Rule, RulesFile
+from dialwatch.config import (
+    LEDGER_KINDS,
+    LedgerEvent,
+    Rule,
+    RulesFile,
+    RunwayBelow,
+    SnapshotRule,
+    SpendAbove,
+    UsageItem,
+)
 from dialwatch.dial import DialProvider
 from dialwatch.errors import AuthError, ConfigError, ProviderError
-from dialwatch.evaluate import Finding, evaluate
+from dialwatch.evaluate import (
+    Finding,
+    describe_item,
+    evaluate,
+    evaluate_runway,
+    evaluate_spend,
+    item_rule_summary,
+    spend_since,
+)
+from dialwatch.ledger import ActivitySource, LedgerSync, sync_ledger
 from dialwatch.logs import REDACTOR
-from dialwatch.messages import AlertSpec, Message, compose
+from dialwatch.messages import AlertSpec, Message, compose, compose_event
 from dialwatch.model import BillingSnapshot
 from dialwatch.notify import AppriseNotifier, Notifier
 from dialwatch.outbox import deliver_due
@@ -35,9 +53,7 @@ SHUTDOWN_GRACE = 5.0  # seconds a check or a send in flight may take after SIGTE
 KEEP_DELIVERED = timedelta(days=7)
 
 
-class BillingSource(Protocol):
-    account: str
-
+class Provider(ActivitySource, Protocol):
     async def fetch_billing(self, now: datetime) -> BillingSnapshot: ...
 
 
@@ -46,11 +62,12 @@ class Watcher:
     """Everything one check needs; built once by `open_watcher`, or by tests."""
 
     rules: RulesFile
-    source: BillingSource
+    source: Provider
     store: Store
     notifier: Notifier
     clock: Clock
     outbox_expiry: timedelta = timedelta(hours=24)
+    ledger_overlap: timedelta = timedelta(minutes=10)
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -73,6 +90,12 @@ class CycleReport:
     snapshot: BillingSnapshot | None
     error: ProviderError | None
     outcomes: tuple[Outcome, ...]
+    ledger: LedgerSync | None = None
+    ledger_error: ProviderError | None = None
+
+    @property
+    def errors(self) -> list[ProviderError]:
+        return [e for e in (self.error, self.ledger_error) if e is not None]
 
     @property
     def firing(self) -> list[Outcome]:
@@ -129,10 +152,22 @@ def _auth_finding(error: ProviderError | None, account: str) -> Finding:
 async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
     """Read the account, evaluate every rule, decide, and queue notifications.
 
-    With `dry_run`, nothing is written: the report says what would be sent.
+    With `dry_run`, the same cycle runs and everything it wrote is rolled back: the
+    report says what would be sent.
     """
+    if dry_run:
+        with watcher.store.rolled_back():
+            return await _cycle(watcher)
+    report = await _cycle(watcher)
+    if report.notifications:
+        watcher.wake_delivery.set()
+    return report
+
+
+async def _cycle(watcher: Watcher) -> CycleReport:
     now = watcher.clock.now()
     account = watcher.account
+    rules = watcher.rules.rules
     bound = log.bind(account=account)
     snapshot: BillingSnapshot | None = None
     error: ProviderError | None = None
@@ -145,72 +180,129 @@ async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
         error = exc
         bound.error("check.failed", reason=exc.reason, error=str(exc), retry="next interval")
 
-    states = watcher.store.alert_states(account)
-    previous_balance = watcher.store.last_balance(account)
-    evaluations: list[tuple[AlertSpec, Finding]] = []
-    if snapshot is not None:
-        for rule in watcher.rules.rules:
-            was_active = states.get(rule.name, AlertState()).status is not Status.INACTIVE
-            finding = evaluate(
-                rule, snapshot, was_active=was_active, previous_balance=previous_balance
+    ledger: LedgerSync | None = None
+    ledger_error: ProviderError | None = None
+    if any(isinstance(rule, LEDGER_KINDS) for rule in rules) and not isinstance(error, AuthError):
+        try:
+            ledger = await sync_ledger(
+                watcher.source, watcher.store, rules, now, watcher.ledger_overlap
             )
-            evaluations.append((rule_spec(rule), finding))
+        except ProviderError as exc:
+            ledger_error = exc
+            bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")
+
+    states = watcher.store.alert_states(account)
+    evaluations = _evaluate_all(watcher, now, snapshot, ledger, states)
     if error is None or isinstance(error, AuthError):
         # Other failures say nothing about the key: its alert stays as it was.
         evaluations.append((auth_spec(watcher.rules), _auth_finding(error, account)))
 
-    outcomes = []
-    for spec, finding in evaluations:
-        previous = states.get(spec.name, AlertState())
-        state, decision = step(
-            previous,
-            finding.active,
-            now,
-            Timing(spec.hold, spec.repeat_every, spec.send_resolved),
-        )
-        message = (
-            compose(
-                account,
-                spec,
-                finding,
-                decision,
-                previous if decision is Decision.RESOLVED else state,
-                now,
-            )
-            if decision is not Decision.NONE
-            else None
-        )
-        outcomes.append(Outcome(spec, finding, state, decision, message))
-        if decision is not Decision.NONE or state.status is not previous.status:
+    outcomes = [_decide(account, spec, finding, states, now) for spec, finding in evaluations]
+    outcomes += _item_events(watcher, ledger)
+    for outcome in outcomes:
+        was = states.get(outcome.spec.name, AlertState()).status
+        if outcome.decision is not Decision.NONE or outcome.state.status is not was:
             bound.info(
                 "alert.decision",
-                rule=spec.name,
-                decision=decision.value,
-                status=state.status.value,
-                was=previous.status.value,
-                summary=finding.summary,
-                channels=list(spec.notify) if message else [],
+                rule=outcome.spec.name,
+                decision=outcome.decision.value,
+                status=outcome.state.status.value,
+                was=was.value,
+                summary=outcome.finding.summary,
+                channels=list(outcome.spec.notify) if outcome.message else [],
             )
 
-    report = CycleReport(now, snapshot, error, tuple(outcomes))
+    report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error)
     if snapshot is not None:
         bound.debug("check.ok", balance=str(snapshot.balance), firing=len(report.firing))
-    if not dry_run:
-        watcher.store.commit_check(
-            account,
-            now,
-            {o.spec.name: o.state for o in outcomes},
-            [
-                OutboxEntry(f"{account}/{o.spec.name}", o.decision.value, channel, o.message)
-                for channel, o in report.notifications
-                if o.message is not None
-            ],
-            expires_at=now + watcher.outbox_expiry,
-            balance=snapshot.balance if snapshot else None,
+    watcher.store.commit_check(
+        account,
+        now,
+        {o.spec.name: o.state for o in outcomes if o.decision is not Decision.EVENT},
+        [
+            OutboxEntry(f"{account}/{o.spec.name}", o.decision.value, channel, o.message)
+            for channel, o in report.notifications
+            if o.message is not None
+        ],
+        expires_at=now + watcher.outbox_expiry,
+        balance=snapshot.balance if snapshot else None,
+        ledger=ledger.checkpoint(
+            tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
         )
-        if report.notifications:
-            watcher.wake_delivery.set()
+        if ledger
+        else None,
+    )
     return report
+
+
+def _evaluate_all(
+    watcher: Watcher,
+    now: datetime,
+    snapshot: BillingSnapshot | None,
+    ledger: LedgerSync | None,
+    states: dict[str, AlertState],
+) -> list[tuple[AlertSpec, Finding]]:
+    """Findings for every condition rule whose inputs this check could read."""
+    store, account = watcher.store, watcher.account
+    previous_balance = store.last_balance(account)
+    evaluations = []
+    for rule in watcher.rules.rules:
+        finding: Finding | None = None
+        if isinstance(rule, SnapshotRule) and snapshot is not None:
+            was_active = states.get(rule.name, AlertState()).status is not Status.INACTIVE
+            finding = evaluate(
+                rule, snapshot, was_active=was_active, previous_balance=previous_balance
+            )
+        elif isinstance(rule, SpendAbove) and ledger is not None:
+            finding = evaluate_spend(rule, store.spend(account, spend_since(rule, now), rule.match))
+        elif isinstance(rule, RunwayBelow) and ledger is not None and snapshot is not None:
+            burned = store.spend(account, now - rule.lookback).total
+            finding = evaluate_runway(rule, snapshot.balance, burned)
+        if finding is not None:
+            evaluations.append((rule_spec(rule), finding))
+    return evaluations
+
+
+def _decide(
+    account: str, spec: AlertSpec, finding: Finding, states: dict[str, AlertState], now: datetime
+) -> Outcome:
+    previous = states.get(spec.name, AlertState())
+    timing = Timing(spec.hold, spec.repeat_every, spec.send_resolved)
+    state, decision = step(previous, finding.active, now, timing)
+    message = None
+    if decision is not Decision.NONE:
+        shown = previous if decision is Decision.RESOLVED else state
+        message = compose(account, spec, finding, decision, shown, now)
+    return Outcome(spec, finding, state, decision, message)
+
+
+ITEMS_SHOWN = 10
+
+
+def _item_events(watcher: Watcher, ledger: LedgerSync | None) -> list[Outcome]:
+    """One grouped message per item rule for the new items it matched."""
+    if ledger is None:
+        return []
+    outcomes = []
+    for rule in watcher.rules.rules:
+        if not isinstance(rule, UsageItem | LedgerEvent):
+            continue
+        matches = watcher.store.item_matches(watcher.account, rule.name, ITEMS_SHOWN)
+        if not matches.count:
+            continue
+        spec = rule_spec(rule)
+        summary = item_rule_summary(rule, matches.count, matches.total, matches.shown[0])
+        message = compose_event(
+            watcher.account,
+            spec,
+            summary,
+            [describe_item(item) for item in matches.shown],
+            matches.count - len(matches.shown),
+        )
+        outcomes.append(
+            Outcome(spec, Finding(True, summary), AlertState(), Decision.EVENT, message)
+        )
+    return outcomes
 
 
 async def run_service(watcher: Watcher, interval: timedelta, stop: asyncio.Event) -> None:
@@ -310,6 +402,7 @@ async def open_watcher(
                 notifier=notifier or AppriseNotifier(rules.channels),
                 clock=clock or SystemClock(),
                 outbox_expiry=settings.outbox_expiry,
+                ledger_overlap=settings.ledger_overlap,
             )
     finally:
         store.close()

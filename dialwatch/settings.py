@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     interval: Annotated[timedelta, PlainValidator(_interval)] = timedelta(seconds=60)
     state: Path = Path("dialwatch.db")
     outbox_expiry: Annotated[timedelta, PlainValidator(_interval)] = timedelta(hours=24)
+    ledger_overlap: Annotated[timedelta, PlainValidator(_interval)] = timedelta(minutes=10)
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -7,14 +7,71 @@ are served, one per request, before the next normal answer.
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from dialwatch.dial import BILLING_PATH
+from dialwatch.dial import ACTIVITY_PATH, BILLING_PATH
+
+FILTERS = {"all": None, "usage": {"usage"}, "payment-credits": {"credit", "payment"}}
+_NULL_FIELDS = (
+    "amountCents", "totalCents", "fareName", "number", "billedQuantity", "attribution",
+    "phoneNumberId", "callId", "messageId", "kind", "invoiceId", "reason",
+)  # fmt: skip
+
+
+class Ledger:
+    """Activity items, newest first; ties keep the order they were added in.
+
+    Pages are cut by bisection, so serving a 100,000-item ledger stays cheap.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, list[dict[str, Any]]] = {name: [] for name in FILTERS}
+        self._keys: dict[str, list[float]] = {name: [] for name in FILTERS}
+
+    def add(self, item: dict[str, Any]) -> None:
+        """Add one item (its `occurredAt` may be in the past: a late row)."""
+        full = {name: None for name in _NULL_FIELDS} | item
+        when = -_timestamp(full["occurredAt"])  # ascending key == newest first
+        for name, types in FILTERS.items():
+            if types is None or full["type"] in types:
+                keys = self._keys[name]
+                at = bisect.bisect_right(keys, when)
+                keys.insert(at, when)
+                self._items[name].insert(at, full)
+
+    def extend(self, items: list[dict[str, Any]]) -> None:
+        """Add many items at once: one stable sort instead of one insert each."""
+        for name, types in FILTERS.items():
+            merged = self._items[name] + [
+                {key: None for key in _NULL_FIELDS} | item
+                for item in items
+                if types is None or item["type"] in types
+            ]
+            merged.sort(key=lambda item: -_timestamp(item["occurredAt"]))
+            self._items[name] = merged
+            self._keys[name] = [-_timestamp(item["occurredAt"]) for item in merged]
+
+    def page(self, filter_name: str, limit: int, starting_after: str | None) -> dict[str, Any]:
+        keys = self._keys[filter_name]
+        start = (
+            0 if starting_after is None else bisect.bisect_right(keys, -_timestamp(starting_after))
+        )
+        data = self._items[filter_name][start : start + limit]
+        return {"data": data, "hasMore": start + limit < len(keys)}
+
+    def __len__(self) -> int:
+        return len(self._keys["all"])
+
+
+def _timestamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass
@@ -100,7 +157,10 @@ class DialSimulator:
 
     def __init__(self, account: DialAccount) -> None:
         self.account = account
+        self.ledger = Ledger()
         self.faults: deque[Fault] = deque()
+        # Faults for the Nth request (1-based) from now on, e.g. to fail mid-backlog.
+        self.faults_at: dict[int, Fault] = {}
         self.requests: list[str] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -108,6 +168,7 @@ class DialSimulator:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(BILLING_PATH, self._billing)
+        app.router.add_get(ACTIVITY_PATH, self._activity)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -124,16 +185,47 @@ class DialSimulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _billing(self, request: web.Request) -> web.Response:
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """The 401 or queued fault this request gets instead of an answer, if any."""
         self.requests.append(request.path_qs)
         if request.headers.get("Authorization") != f"Bearer {self.account.api_key}":
             return web.json_response({"error": "Invalid or missing API key"}, status=401)
-        if self.faults:
-            fault = self.faults.popleft()
+        scheduled = self.faults_at.pop(len(self.requests), None)
+        if scheduled or self.faults:
+            fault = scheduled or self.faults.popleft()
             return web.Response(
                 status=fault.status,
                 body=fault.body,
                 content_type=fault.content_type,
                 headers=fault.headers,
             )
-        return web.json_response(self.account.billing())
+        return None
+
+    async def _billing(self, request: web.Request) -> web.Response:
+        return self._refusal(request) or web.json_response(self.account.billing())
+
+    async def _activity(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal:
+            return refusal
+        query = request.query
+        filter_name = query.get("filter", "all")
+        if filter_name not in FILTERS:
+            return _bad_request("filter", "must be one of all, usage, payment-credits")
+        try:
+            limit = min(100, max(1, int(query.get("limit", "50"))))
+        except ValueError:
+            return _bad_request("limit", "Expected number, received nan")
+        starting_after = query.get("starting_after")
+        if starting_after is not None:
+            try:
+                _timestamp(starting_after)
+            except ValueError:
+                return _bad_request("starting_after", "Invalid datetime")
+        return web.json_response(self.ledger.page(filter_name, limit, starting_after))
+
+
+def _bad_request(field_name: str, message: str) -> web.Response:
+    # Dial's Error.error is a validation object on 400s.
+    body = {"error": {"fieldErrors": {field_name: [message]}, "formErrors": []}}
+    return web.json_response(body, status=400)

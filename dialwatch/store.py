@@ -9,8 +9,9 @@ the service does a handful per check.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +19,12 @@ from pathlib import Path
 
 from dialwatch.alerts import AlertState, Status
 from dialwatch.clock import from_iso, to_iso
+from dialwatch.config import Match
 from dialwatch.messages import Message
+from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
 from dialwatch.units import Money
+
+TOP = 3  # contributors listed in a spend message
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -55,6 +60,34 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND expired_at IS NULL;
+CREATE TABLE IF NOT EXISTS ledger (
+    account TEXT NOT NULL,
+    key TEXT NOT NULL,
+    type TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    cents INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    fare TEXT,
+    number TEXT,
+    attribution TEXT,
+    kind TEXT,
+    invoice_id TEXT,
+    reason TEXT,
+    PRIMARY KEY (account, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ledger_time ON ledger (account, type, occurred_at);
+CREATE TABLE IF NOT EXISTS ledger_cursor (
+    account TEXT PRIMARY KEY,
+    newest TEXT NOT NULL
+);
+-- New items that matched an item rule, until the end of the check groups them into
+-- one message: durable, so a crash mid-backlog loses no per-item alert.
+CREATE TABLE IF NOT EXISTS item_matches (
+    account TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (account, rule, key)
+) WITHOUT ROWID;
 """
 
 
@@ -74,6 +107,15 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
+class LedgerCheckpoint:
+    """What a check read of the ledger, committed with its alerts."""
+
+    newest: datetime
+    keep_since: datetime  # items older than this are no longer needed by any rule
+    delivered_rules: tuple[str, ...]  # item rules whose matches became messages
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     id: int
     alert: str
@@ -88,6 +130,7 @@ class OutboxRow:
 
 class Store:
     def __init__(self, path: Path | str) -> None:
+        self._savepoints = itertools.count()
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -99,13 +142,25 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        # A savepoint is a transaction of its own, or nests inside `rolled_back`.
+        name = f"sp{next(self._savepoints)}"
+        self._db.execute(f"SAVEPOINT {name}")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute(f"ROLLBACK TO {name}")
+            self._db.execute(f"RELEASE {name}")
             raise
-        self._db.execute("COMMIT")
+        self._db.execute(f"RELEASE {name}")
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[None]:
+        """Everything written inside is undone at the end: for dry runs."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("ROLLBACK")
 
     def alert_states(self, account: str) -> dict[str, AlertState]:
         rows = self._db.execute(
@@ -137,10 +192,24 @@ class Store:
         outbox: Iterable[OutboxEntry],
         expires_at: datetime,
         balance: Money | None = None,
+        ledger: LedgerCheckpoint | None = None,
     ) -> None:
         """Record one check's outcome and queue its notifications, atomically."""
         stamp = to_iso(now)
         with self._transaction() as db:
+            if ledger is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO ledger_cursor VALUES (?, ?)",
+                    (account, to_iso(ledger.newest)),
+                )
+                db.executemany(
+                    "DELETE FROM item_matches WHERE account = ? AND rule = ?",
+                    [(account, rule) for rule in ledger.delivered_rules],
+                )
+                db.execute(
+                    "DELETE FROM ledger WHERE account = ? AND occurred_at < ?",
+                    (account, to_iso(ledger.keep_since)),
+                )
             for rule, state in states.items():
                 if state.status is Status.INACTIVE:
                     db.execute("DELETE FROM alerts WHERE account = ? AND rule = ?", (account, rule))
@@ -179,6 +248,113 @@ class Store:
                     for e in outbox
                 ],
             )
+
+    def ledger_cursor(self, account: str) -> datetime | None:
+        """The newest instant a committed check has read the ledger up to."""
+        row = self._db.execute(
+            "SELECT newest FROM ledger_cursor WHERE account = ?", (account,)
+        ).fetchone()
+        return from_iso(row[0]) if row else None
+
+    def add_ledger_items(
+        self,
+        account: str,
+        items: Iterable[LedgerItem],
+        match: Callable[[LedgerItem], Iterable[str]] | None,
+    ) -> int:
+        """Store items not seen before, and the item rules each new one matches.
+
+        Returns how many were new. `match` is None while backfilling history.
+        """
+        new = 0
+        with self._transaction() as db:
+            for item in items:
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        account,
+                        item.key,
+                        item.type,
+                        to_iso(item.occurred_at),
+                        item.amount.cents,
+                        item.amount.currency,
+                        item.fare,
+                        item.number,
+                        item.attribution,
+                        item.kind,
+                        item.invoice_id,
+                        item.reason,
+                    ),
+                ).rowcount
+                if not inserted:
+                    continue
+                new += 1
+                if match is not None:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
+                        [(account, rule, item.key) for rule in match(item)],
+                    )
+        return new
+
+    def spend(self, account: str, since: datetime, match: Match | None = None) -> SpendSummary:
+        """Usage spend at or after `since` among items that `match` selects."""
+        where = "account = ? AND type = 'usage' AND occurred_at >= ?"
+        params: list[object] = [account, to_iso(since)]
+        if match is not None:
+            for column, value, op in (
+                ("fare", match.fare, "GLOB"),
+                ("number", match.number, "="),
+                ("attribution", match.attribution, "="),
+            ):
+                if value is not None:
+                    where += f" AND {column} {op} ?"
+                    params.append(value)
+        total, count = self._db.execute(
+            f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
+        ).fetchone()
+
+        def top(column: str) -> tuple[tuple[str, Money], ...]:
+            rows = self._db.execute(
+                f"SELECT COALESCE({column}, '(none)'), SUM(cents) AS spent FROM ledger "
+                f"WHERE {where} GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
+                params,
+            )
+            return tuple((name, Money(cents)) for name, cents in rows)
+
+        return SpendSummary(since, Money(total), count, top("number"), top("fare"))
+
+    def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
+        """New items that matched `rule` and are not notified yet: all counted, and the
+        first `limit` of them (oldest first) to show."""
+        count, total = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(l.cents), 0) FROM item_matches m "
+            "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+            "WHERE m.account = ? AND m.rule = ?",
+            (account, rule),
+        ).fetchone()
+        rows = self._db.execute(
+            "SELECT l.key, l.type, l.occurred_at, l.cents, l.currency, l.fare, l.number, "
+            "l.attribution, l.kind, l.invoice_id, l.reason FROM item_matches m "
+            "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+            "WHERE m.account = ? AND m.rule = ? ORDER BY l.occurred_at, l.key LIMIT ?",
+            (account, rule, limit),
+        )
+        shown = [
+            LedgerItem(
+                key=r[0],
+                type=r[1],
+                occurred_at=from_iso(r[2]),
+                amount=Money(r[3], r[4]),
+                fare=r[5],
+                number=r[6],
+                attribution=r[7],
+                kind=r[8],
+                invoice_id=r[9],
+                reason=r[10],
+            )
+            for r in rows
+        ]
+        return ItemMatches(count, Money(total), tuple(shown))
 
     def due(self, now: datetime) -> list[OutboxRow]:
         """Undelivered notifications of every channel whose oldest one is due, in order.

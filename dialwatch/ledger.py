@@ -1,0 +1,84 @@
+"""Keeping the local copy of an account's activity ledger current, incrementally.
+
+Each check reads newest-first down to `floor`: the previous cursor minus an overlap
+window (late rows), or on first start the longest rule window (backfill, with no
+per-item alerts for history). Items are de-duplicated by identity as they are stored,
+page by page, with the item rules each new one matches; the cursor moves only when
+the check commits, together with the alerts it led to. A restart mid-backlog therefore
+re-reads from the old cursor and neither skips nor double-counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from dialwatch.config import ItemRule, LedgerEvent, Rule, UsageItem
+from dialwatch.dial import ActivityStats
+from dialwatch.evaluate import history_needed, item_matches
+from dialwatch.model import LedgerItem
+from dialwatch.store import LedgerCheckpoint, Store
+
+log = structlog.get_logger("dialwatch.ledger")
+
+
+class ActivitySource(Protocol):
+    account: str
+
+    def read_activity(
+        self, floor: datetime, stats: ActivityStats
+    ) -> AsyncIterator[list[LedgerItem]]: ...
+
+
+@dataclass(frozen=True)
+class LedgerSync:
+    new_items: int
+    backfilled: bool
+    newest: datetime
+    keep_since: datetime
+    stats: ActivityStats = field(default_factory=ActivityStats)
+
+    def checkpoint(self, delivered_rules: tuple[str, ...]) -> LedgerCheckpoint:
+        return LedgerCheckpoint(self.newest, self.keep_since, delivered_rules)
+
+
+async def sync_ledger(
+    source: ActivitySource,
+    store: Store,
+    rules: tuple[Rule, ...],
+    now: datetime,
+    overlap: timedelta,
+) -> LedgerSync:
+    """Read what is new in the ledger into the store; raises ProviderError."""
+    account = source.account
+    cursor = store.ledger_cursor(account)
+    history = max(history_needed(rules, now), overlap)
+    backfill = cursor is None
+    floor = now - history if cursor is None else cursor - overlap
+    item_rules: list[ItemRule] = [r for r in rules if isinstance(r, UsageItem | LedgerEvent)]
+
+    def matching(item: LedgerItem) -> list[str]:
+        return [rule.name for rule in item_rules if item_matches(rule, item)]
+
+    stats = ActivityStats()
+    newest = cursor or now
+    new = 0
+    async for batch in source.read_activity(floor, stats):
+        new += store.add_ledger_items(account, batch, None if backfill else matching)
+        if batch:
+            newest = max(newest, batch[0].occurred_at)
+    # Keep what the window rules need, and everything the next read re-reads.
+    keep_since = min(now - history, newest - overlap)
+    log.debug(
+        "ledger.synced",
+        account=account,
+        new_items=new,
+        requests=stats.requests,
+        backfill=backfill,
+        floor=floor.isoformat(),
+    )
+    return LedgerSync(new, backfill, newest, keep_since, stats)
