@@ -271,22 +271,24 @@ def item_matches(rule: ItemRule, item: LedgerItem) -> bool:
 def describe_item(item: LedgerItem) -> str:
     """One line per item in a grouped message."""
     when = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    if item.type == "usage":
-        what = f"{item.fare or 'usage'} on {item.number or 'no number'}"
-    elif item.type == "credit":
-        what = f"credit ({item.kind or 'unknown kind'})"
-    else:
-        what = f"{item.type} ({item.reason or 'no reason given'})"
+    return f"{when}  {_what(item)}"
+
+
+def _what(item: LedgerItem) -> str:
     invoice = f", invoice {item.invoice_id}" if item.invoice_id else ""
-    return f"{when}  {item.amount}  {what}{invoice}"
+    if item.type == "usage":
+        return f"{item.amount} {item.fare or 'usage'} on {item.number or 'no number'}"
+    if item.type == "credit":
+        return f"credit of {item.amount} ({item.kind or 'unknown kind'}){invoice}"
+    return f"{item.type} of {item.amount} ({item.reason or 'no reason given'}){invoice}"
 
 
 def item_rule_summary(rule: ItemRule, count: int, total: Money, first: LedgerItem) -> str:
     if isinstance(rule, UsageItem):
         return f"{count} usage item(s) at or above {rule.min_amount} (total {total})"
     if count == 1:
-        return describe_item(first).split("  ", 1)[1]
-    return f"{count} new ledger item(s): {', '.join(rule.types)} (total {total})"
+        return f"new {_what(first)}"
+    return f"{count} new ledger items: {', '.join(rule.types)} (total {total})"
 
 
 def _selects(match: Match, item: LedgerItem) -> bool:

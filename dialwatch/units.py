@@ -90,7 +90,9 @@ def format_duration(delta: timedelta) -> str:
     if seconds == 0:
         return "0s"
     parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    # Days only from 2d up: a window written as 24h or 36h reads back the same.
+    units = (("d", 86400),) if seconds >= 2 * 86400 else ()
+    for unit, size in (*units, ("h", 3600), ("m", 60), ("s", 1)):
         count, seconds = divmod(seconds, size)
         if count:
             parts.append(f"{count}{unit}")

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -144,17 +145,25 @@ class Harness:
     rules_path: Path
 
 
+MakeHarness = Callable[[str], Awaitable[Harness]]
+
+
 @pytest.fixture
-async def harness(
+async def make_harness(
     tmp_path: Path, dial: DialSimulator, webhook: WebhookReceiver, smtp: SmtpServer
-) -> AsyncIterator[Harness]:
-    rules_path = tmp_path / "rules.yaml"
-    rules_path.write_text(RULES.format(webhook=webhook.url, smtp=smtp.url))
-    rules = load_rules(rules_path)
-    clock = FakeClock()
-    sleep = RecordingSleep()
-    store = Store(tmp_path / "state.db")
-    async with aiohttp.ClientSession() as session:
+) -> AsyncIterator[MakeHarness]:
+    """Builds a Harness for a rules text ({webhook} and {smtp} are filled in)."""
+    stack = contextlib.AsyncExitStack()
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+
+    async def make(rules_text: str) -> Harness:
+        rules_path = tmp_path / "rules.yaml"
+        rules_path.write_text(rules_text.format(webhook=webhook.url, smtp=smtp.url))
+        rules = load_rules(rules_path)
+        clock = FakeClock()
+        sleep = RecordingSleep()
+        store = Store(tmp_path / "state.db")
+        stack.callback(store.close)
         client = ApiClient(
             session, dial.base_url, {"Authorization": f"Bearer {API_KEY}"}, sleep=sleep
         )
@@ -165,5 +174,12 @@ async def harness(
             notifier=AppriseNotifier(rules.channels, timeout=10, min_interval=0),
             clock=clock,
         )
-        yield Harness(watcher, clock, sleep, dial, rules_path)
-    store.close()
+        return Harness(watcher, clock, sleep, dial, rules_path)
+
+    async with stack:
+        yield make
+
+
+@pytest.fixture
+async def harness(make_harness: MakeHarness) -> Harness:
+    return await make_harness(RULES)

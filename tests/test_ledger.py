@@ -1,0 +1,330 @@
+"""Reading Dial's activity ledger exactly, and the spend rules over it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from dialwatch.alerts import Decision
+from dialwatch.outbox import deliver_due
+from dialwatch.service import CycleReport, run_cycle
+from dialwatch.simulator import Fault
+from tests.conftest import START, Harness, MakeHarness
+from tests.ledger_items import at, credit, payment, usage
+from tests.servers import WebhookReceiver
+
+RULES = """
+channels:
+  oncall: "{webhook}"
+defaults:
+  notify: [oncall]
+rules:
+  - name: daily-spend
+    kind: spend_above
+    window: 24h
+    amount: "$100.00"
+  - name: expensive-call
+    kind: usage_item
+    min_amount: "$5.00"
+  - name: money-in
+    kind: ledger_event
+    types: [credit, payment]
+  - name: runway
+    kind: runway_below
+    runway: 3d
+"""
+
+
+@pytest.fixture
+async def h(make_harness: MakeHarness) -> Harness:
+    harness = await make_harness(RULES)
+    harness.dial.account.balance_cents = 1_000_000  # runway stays quiet unless a test lowers it
+    return harness
+
+
+async def check(h: Harness) -> CycleReport:
+    report = await run_cycle(h.watcher)
+    await deliver_due(h.watcher.store, h.watcher.notifier, h.clock.now())
+    return report
+
+
+def finding(report: CycleReport, rule: str) -> str:
+    return next(o.finding.summary for o in report.outcomes if o.spec.name == rule)
+
+
+async def start_empty(h: Harness) -> None:
+    """A first check on an empty ledger: from here on, items are new."""
+    await check(h)
+    h.clock.advance(hours=2)
+
+
+async def test_tie_group_straddling_a_page_boundary_is_counted_exactly(h: Harness) -> None:
+    """50 identical items at one instant, cut by the page boundary, all count once."""
+    h.dial.ledger.extend([usage(at(-i), 100, call=f"c{i}") for i in range(1, 81)])
+    h.dial.ledger.extend([usage(at(-100), 7) for _ in range(50)])  # identical rows
+    h.dial.ledger.extend([usage(at(-200 - i), 100, call=f"o{i}") for i in range(30)])
+
+    report = await check(h)
+
+    assert finding(report, "daily-spend") == "spend $113.50 in the last 24h is above $100.00"
+    assert h.watcher.store.spend("dial", START - timedelta(hours=24)).count == 160
+
+
+async def test_tie_group_larger_than_a_page_is_read_whole(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """130 items at one instant (90 usage, 40 credits): every one is read, once."""
+    await start_empty(h)
+    h.dial.ledger.extend([usage(at(50 - i), 100, call=f"n{i}") for i in range(10)])
+    h.dial.ledger.extend([usage(at(30), 3) for _ in range(90)])
+    h.dial.ledger.extend([credit(at(30), 100, invoice=None) for _ in range(40)])
+    h.dial.ledger.extend([usage(at(10 - i), 100, call=f"o{i}") for i in range(10)])
+
+    report = await check(h)
+
+    assert finding(report, "daily-spend") == "spend $22.70 in the last 24h is within $100.00"
+    assert report.ledger is not None
+    assert report.ledger.new_items == 150
+    assert report.ledger.stats.truncated == []
+    assert webhook.titles == [
+        "[INFO] dial / money-in: 40 new ledger items: credit, payment (total $40.00)"
+    ]
+
+
+async def test_tie_group_beyond_what_the_api_can_page_is_reported(
+    h: Harness, log_lines: Any
+) -> None:
+    """120 usage items at one instant: the API can return 100; the gap is logged loudly."""
+    await start_empty(h)
+    h.dial.ledger.extend([usage(at(30), 1) for _ in range(120)])
+
+    report = await check(h)
+
+    assert report.ledger is not None
+    assert report.ledger.stats.truncated == [at(30)]
+    errors = [line for line in log_lines() if line["event"] == "ledger.tie_group_truncated"]
+    assert errors[0]["read"] == 100
+    assert errors[0]["occurred_at"] == at(30)
+
+
+async def test_late_rows_are_counted_once(h: Harness, webhook: WebhookReceiver) -> None:
+    """A row written late, a little in the past, is picked up by the overlap, once."""
+    await start_empty(h)
+    h.dial.ledger.add(usage(at(115), 600, call="on-time"))
+    await check(h)
+    h.dial.ledger.add(usage(at(112), 700, call="late"))  # older than what was read
+    h.clock.advance(minutes=1)
+    report = await check(h)
+    h.clock.advance(minutes=1)
+    again = await check(h)
+
+    assert finding(report, "daily-spend") == "spend $13.00 in the last 24h is within $100.00"
+    assert finding(again, "daily-spend") == "spend $13.00 in the last 24h is within $100.00"
+    assert [t.split(": ", 1)[1] for t in webhook.titles] == [
+        "1 usage item(s) at or above $5.00 (total $6.00)",
+        "1 usage item(s) at or above $5.00 (total $7.00)",
+    ]
+
+
+async def test_first_start_backfills_windows_without_per_item_alerts(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """History fills the 24h window (spend fires) but sends no per-item alerts."""
+    h.dial.ledger.extend([usage(at(-120 - i), 2000, call=f"h{i}") for i in range(6)])
+    h.dial.ledger.add(credit(at(-300), 5000))
+    h.dial.ledger.add(usage(at(-60 * 30), 9900, call="older-than-window"))
+
+    report = await check(h)
+
+    assert report.ledger is not None and report.ledger.backfilled
+    assert webhook.titles == [
+        "[WARNING] dial / daily-spend: spend $120.00 in the last 24h is above $100.00"
+    ]
+    assert "Top numbers: +14155550123 $120.00" in webhook.received[0]["message"]
+
+    h.dial.ledger.add(usage(at(1), 1250, fare="voice.international", call="new"))
+    h.clock.advance(minutes=2)
+    await check(h)
+    assert webhook.titles[1] == (
+        "[WARNING] dial / expensive-call: 1 usage item(s) at or above $5.00 (total $12.50)"
+    )
+    assert "$12.50 voice.international on +14155550123" in webhook.received[1]["message"]
+
+
+async def test_many_matching_items_in_one_check_are_one_message(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """25 expensive calls in one check: one message, ten listed, the rest counted."""
+    await start_empty(h)
+    h.dial.ledger.extend([usage(at(i), 500 + i, call=f"x{i}") for i in range(25)])
+
+    await check(h)
+
+    expensive = [m for m in webhook.received if "expensive-call" in m["title"]]
+    assert len(expensive) == 1
+    assert expensive[0]["title"] == (
+        "[WARNING] dial / expensive-call: 25 usage item(s) at or above $5.00 (total $128.00)"
+    )
+    assert expensive[0]["message"].count("voice.outbound.minute on") == 10
+    assert "... and 15 more" in expensive[0]["message"]
+
+
+async def test_spend_fires_with_top_contributors_and_resolves_as_the_window_moves(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """Rolling spend above $100 fires once, naming numbers and fares; it clears 24h later."""
+    await start_empty(h)
+    h.dial.ledger.extend(
+        [usage(at(i), 3000, number="+15550001", fare="voice.outbound", call=f"a{i}")
+         for i in range(3)]
+        + [usage(at(5), 2500, number="+15550002", fare="sms.tier_1", call="b")]
+    )  # fmt: skip
+    await check(h)
+    spend = [m for m in webhook.received if "daily-spend" in m["title"]]
+    assert spend[0]["title"] == (
+        "[WARNING] dial / daily-spend: spend $115.00 in the last 24h is above $100.00"
+    )
+    assert "Top numbers: +15550001 $90.00, +15550002 $25.00" in spend[0]["message"]
+    assert "Top fares: voice.outbound $90.00, sms.tier_1 $25.00" in spend[0]["message"]
+
+    h.clock.advance(hours=24)
+    await check(h)
+    assert webhook.titles[-1] == (
+        "[RESOLVED] dial / daily-spend: spend $0.00 in the last 24h is within $100.00"
+    )
+
+
+async def test_calendar_period_spend_follows_the_rules_timezone(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """`period: day` in New York counts from local midnight and resolves at the next one."""
+    h = await make_harness(
+        RULES.replace("window: 24h", "period: day\n    timezone: America/New_York")
+        .replace('amount: "$100.00"', 'amount: "$10.00"\n    match:\n      fare: "sms.*"')
+    )  # fmt: skip
+    h.dial.account.balance_cents = 1_000_000
+    # START is 07:00 in New York: the local day began at 05:00 UTC.
+    h.dial.ledger.add(usage(at(-8 * 60), 5000, fare="sms.tier_1", call="yesterday"))
+    h.dial.ledger.add(usage(at(-60), 900, fare="sms.tier_1", call="today-1"))
+    h.dial.ledger.add(usage(at(-30), 9900, fare="voice.outbound", call="not-sms"))
+    await check(h)
+    h.dial.ledger.add(usage(at(1), 200, fare="sms.tier_2", call="today-2"))
+    h.clock.advance(minutes=5)
+    await check(h)
+
+    spend = [m for m in webhook.received if "daily-spend" in m["title"]]
+    assert spend[0]["title"] == (
+        "[WARNING] dial / daily-spend: spend $11.00 this day "
+        "(since 2026-11-21 00:00 America/New_York) is above $10.00"
+    )
+    assert "Counting: fare sms.*" in spend[0]["message"]
+
+    h.clock.advance(hours=17)  # past local midnight
+    await check(h)
+    assert webhook.titles[-1].startswith("[RESOLVED] dial / daily-spend: spend $0.00 this day")
+
+
+async def test_credits_and_payments_are_announced_with_their_details(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """A top-up and a subscription payment arrive: one message lists both."""
+    await start_empty(h)
+    h.dial.ledger.add(credit(at(10), 5000, kind="card", invoice="in_1QabcdEFghij"))
+    await check(h)
+    h.dial.ledger.add(payment(at(20), 1200, reason="subscription_cycle"))
+    h.dial.ledger.add(credit(at(21), 1000, kind="manual", invoice=None))
+    h.clock.advance(minutes=5)
+    await check(h)
+
+    assert webhook.titles[0] == (
+        "[INFO] dial / money-in: new credit of $50.00 (card), invoice in_1QabcdEFghij"
+    )
+    assert webhook.titles[1] == (
+        "[INFO] dial / money-in: 2 new ledger items: credit, payment (total $22.00)"
+    )
+    assert "payment of $12.00 (subscription_cycle), invoice in_9" in webhook.received[1]["message"]
+    assert "credit of $10.00 (manual)" in webhook.received[1]["message"]
+
+
+async def test_runway_fires_with_time_to_empty_and_burn_rate(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """$235.00 at $100.00/day lasts about 2d8h: within a 3d runway, so it fires."""
+    h.dial.account.balance_cents = 23500
+    h.dial.ledger.extend([usage(at(-60 * i), 2500, call=f"r{i}") for i in range(1, 5)])
+    report = await check(h)
+
+    assert finding(report, "runway") == (
+        "at $100.00/day the wallet ($235.00) empties in about 2d8h24m, within 3d"
+    )
+    runway = [m for m in webhook.received if "runway" in m["title"]]
+    assert "Burn rate: $100.00/day (spend $100.00 in the last 24h)" in runway[0]["message"]
+
+
+async def test_zero_burn_never_fires_runway(h: Harness) -> None:
+    """With no spend in the lookback, even a tiny balance has no runway alert."""
+    h.dial.account.balance_cents = 1
+    report = await check(h)
+    runway = next(o for o in report.outcomes if o.spec.name == "runway")
+    assert runway.decision is Decision.NONE
+    assert runway.finding.summary == "no spend in the last 24h: no burn"
+
+
+async def test_restart_mid_backlog_neither_skips_nor_double_counts(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """A check that fails on page 3 of a backlog leaves the cursor; the next counts all once."""
+    await start_empty(h)
+    h.dial.ledger.extend(
+        [usage(at(i * 0.2), 600 if i % 2 else 100, call=f"b{i}") for i in range(450)]
+    )
+    first_page = len(h.dial.requests) + 2  # after the billing request
+    for attempt in range(4):  # every retry of page 3 fails
+        h.dial.faults_at[first_page + 2 + attempt] = Fault.server_error()
+
+    failed = await check(h)
+    assert failed.ledger_error is not None
+    assert webhook.received == []
+
+    h.clock.advance(minutes=1)
+    report = await check(h)
+    # The failed check stored two pages, each less its last instant (re-read on the
+    # next page, which failed): 198 items. The rest are new now, and none twice.
+    assert report.ledger is not None
+    assert report.ledger.new_items == 450 - 198
+    assert finding(report, "daily-spend") == "spend $1,575.00 in the last 24h is above $100.00"
+    expensive = [m["title"] for m in webhook.received if "expensive-call" in m["title"]]
+    assert expensive == [
+        "[WARNING] dial / expensive-call: 225 usage item(s) at or above $5.00 (total $1,350.00)"
+    ]
+
+
+async def test_an_idle_check_costs_two_requests(h: Harness) -> None:
+    """With nothing new, a check reads billing and one activity page."""
+    h.dial.ledger.extend([usage(at(-i), 100, call=f"i{i}") for i in range(1, 300)])
+    await check(h)
+    before = len(h.dial.requests)
+    h.clock.advance(minutes=1)
+    await check(h)
+    assert h.dial.requests[before:] == [
+        "/api/v1/billing",
+        "/api/v1/billing/activity?limit=100&filter=all",
+    ]
+
+
+async def test_dry_run_reads_the_ledger_but_keeps_nothing(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """A dry run reports the spend alert, then a real check still backfills and sends it."""
+    h.dial.ledger.extend([usage(at(-i), 6000, call=f"d{i}") for i in range(1, 3)])
+    dry = await run_cycle(h.watcher, dry_run=True)
+    assert [ch for ch, _ in dry.notifications] == ["oncall"]
+    assert h.watcher.store.ledger_cursor("dial") is None
+    assert h.watcher.store.spend("dial", START - timedelta(days=1)).count == 0
+
+    await check(h)
+    assert webhook.titles == [
+        "[WARNING] dial / daily-spend: spend $120.00 in the last 24h is above $100.00"
+    ]
