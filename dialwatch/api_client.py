@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import structlog
+from pydantic import ValidationError
 
 from dialwatch.errors import (
     AuthError,
@@ -65,18 +66,20 @@ class ApiClient:
         self._jitter = jitter
 
     async def get(
-        self, path: str, parse: Callable[[Any, str], T], params: Mapping[str, str] | None = None
+        self, path: str, parse: Callable[[bytes], T], params: Mapping[str, str] | None = None
     ) -> T:
-        """GET `path` and `parse(json_body, url)`, retrying as the policy allows.
+        """GET `path` and `parse` the body of a 200, retrying as the policy allows.
 
-        `parse` runs inside the retry loop, so a body off the documented shape
-        (BadResponse) is retried like a truncated one. Raises ProviderError.
+        `parse` validates raw JSON bytes (pydantic's `model_validate_json`, which decodes
+        and checks in one pass); its ValidationError becomes a BadResponse saying what
+        was expected. It runs inside the retry loop, so a body off the documented shape
+        is retried like a truncated one. Raises ProviderError.
         """
         url = f"{self._base_url}{path}"
         policy = self._policy
         for attempt in range(1, policy.attempts + 1):
             try:
-                return parse(await self._get_once(url, params), url)
+                return _parse(parse, await self._get_once(url, params), url)
             except ProviderError as exc:
                 delay = self._delay_before_retry(exc, attempt)
                 if delay is None:
@@ -104,7 +107,7 @@ class ApiClient:
         backoff: float = min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1))
         return self._jitter() * backoff
 
-    async def _get_once(self, url: str, params: Mapping[str, str] | None) -> Any:
+    async def _get_once(self, url: str, params: Mapping[str, str] | None) -> _Body:
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
         try:
             async with self._session.get(
@@ -121,9 +124,39 @@ class ApiClient:
         return _interpret(url, status, content_type, body, retry_after)
 
 
+@dataclass(frozen=True)
+class _Body:
+    content: bytes
+    content_type: str
+
+
+def _parse(parse: Callable[[bytes], T], body: _Body, url: str) -> T:
+    try:
+        return parse(body.content)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise BadResponse(
+                f"expected a JSON body, got {body.content_type or 'no content type'} "
+                f"({len(body.content)} bytes starting {_snippet(body.content)!r}): "
+                f"{exc.errors()[0]['msg']}",
+                url=url,
+            ) from exc
+        raise BadResponse(f"unexpected response: {describe_validation(exc)}", url=url) from exc
+
+
+def describe_validation(exc: ValidationError, limit: int = 3) -> str:
+    """`field: what was expected` for the first few problems, without echoing input."""
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+    more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+    return "; ".join(problems[:limit]) + more
+
+
 def _interpret(
     url: str, status: int, content_type: str, body: bytes, retry_after: str | None
-) -> Any:
+) -> _Body:
     if status in (401, 403):
         raise AuthError(
             f"the API key was rejected ({_error_text(body)}): is the key wrong or revoked?",
@@ -140,15 +173,7 @@ def _interpret(
         raise ServerError(f"server error: {_error_text(body)}", url=url, status=status)
     if status != 200:
         raise RequestRejected(f"request rejected: {_error_text(body)}", url=url, status=status)
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadResponse(
-            f"expected a JSON body, got {content_type or 'no content type'} "
-            f"({len(body)} bytes starting {_snippet(body)!r}): {exc}",
-            url=url,
-            status=status,
-        ) from exc
+    return _Body(body, content_type)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

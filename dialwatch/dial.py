@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 
 import structlog
 from pydantic import (
@@ -17,13 +17,18 @@ from pydantic import (
     ConfigDict,
     StrictBool,
     StrictInt,
-    TypeAdapter,
     ValidationError,
 )
 
 from dialwatch.api_client import ApiClient
-from dialwatch.errors import BadResponse
-from dialwatch.model import BillingSnapshot, LedgerItem, PaymentMethod, PhoneNumber, Subscription
+from dialwatch.model import (
+    BillingSnapshot,
+    LedgerItem,
+    PaymentMethod,
+    PhoneNumber,
+    Subscription,
+    time_key,
+)
 from dialwatch.units import Money
 
 log = structlog.get_logger("dialwatch.dial")
@@ -31,12 +36,6 @@ log = structlog.get_logger("dialwatch.dial")
 BILLING_PATH = "/api/v1/billing"
 ACTIVITY_PATH = "/api/v1/billing/activity"
 PAGE_LIMIT = 100  # the API clamps `limit` to 1-100
-# The documented fields; an item's identity is a digest of these, so a field the API
-# adds later does not make old items look new.
-ITEM_FIELDS = (
-    "type", "occurredAt", "amountCents", "totalCents", "fareName", "number", "billedQuantity",
-    "attribution", "phoneNumberId", "callId", "messageId", "kind", "invoiceId", "reason",
-)  # fmt: skip
 
 
 class _Lenient(BaseModel):
@@ -76,14 +75,9 @@ class _Billing(_Lenient):
     numbersReleaseAt: AwareDatetime | None = None
 
 
-def parse_billing(account: str, body: Any, url: str, taken_at: datetime) -> BillingSnapshot:
-    """Validate a GET /api/v1/billing body; a body off the documented shape is BadResponse."""
-    try:
-        billing = _Billing.model_validate(body)
-    except ValidationError as exc:
-        raise BadResponse(
-            f"unexpected billing response: {describe_validation(exc)}", url=url
-        ) from exc
+def parse_billing(account: str, body: bytes, taken_at: datetime) -> BillingSnapshot:
+    """A GET /api/v1/billing body as a snapshot; raises ValidationError off the contract."""
+    billing = _Billing.model_validate_json(body)
     sub = billing.subscription
     return BillingSnapshot(
         account=account,
@@ -117,12 +111,16 @@ def parse_billing(account: str, body: Any, url: str, taken_at: datetime) -> Bill
 class _ActivityItem(_Lenient):
     # Each type carries only its own fields; the rest may be absent or null.
     type: str
-    occurredAt: AwareDatetime
+    occurredAt: str  # kept as sent: it is the cursor; parsed below
     amountCents: StrictInt | None = None
     totalCents: StrictInt | None = None
     fareName: str | None = None
     number: str | None = None
+    billedQuantity: int | None = None
     attribution: str | None = None
+    phoneNumberId: str | None = None
+    callId: str | None = None
+    messageId: str | None = None
     kind: str | None = None
     invoiceId: str | None = None
     reason: str | None = None
@@ -133,14 +131,11 @@ class _ActivityPage(_Lenient):
     hasMore: StrictBool
 
 
-_RAW_PAGE = TypeAdapter(dict[str, Any])
-
-
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     """An item as read, before it gets its identity."""
 
-    raw_at: str  # occurredAt exactly as sent: the only cursor the API accepts
+    at: datetime
+    time_key: str
     digest: str
     item: _ActivityItem
 
@@ -161,46 +156,56 @@ class ActivityStats:
     truncated: list[str] = field(default_factory=list)
 
 
-def parse_activity_page(body: Any, url: str) -> _Page:
-    """Validate one GET /api/v1/billing/activity page; off the documented shape is BadResponse."""
-    try:
-        page = _ActivityPage.model_validate(body)
-        raw_items = _RAW_PAGE.validate_python(body)["data"]
-    except ValidationError as exc:
-        raise BadResponse(
-            f"unexpected activity response: {describe_validation(exc)}", url=url
-        ) from exc
+def parse_activity_page(body: bytes) -> _Page:
+    """One GET /api/v1/billing/activity page; raises ValidationError off the contract."""
+    page = _ActivityPage.model_validate_json(body)
     rows = []
-    for index, (item, raw) in enumerate(zip(page.data, raw_items, strict=True)):
+    for index, item in enumerate(page.data):
+        try:
+            at = datetime.fromisoformat(item.occurredAt)
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None:
+            raise _contract_error(index, "occurredAt", "an ISO date-time with a timezone")
         if item.type == "usage" and item.totalCents is None and item.amountCents is None:
-            raise BadResponse(
-                f"unexpected activity response: data.{index}: a usage item needs totalCents",
-                url=url,
-            )
-        content = json.dumps([raw.get(name) for name in ITEM_FIELDS], separators=(",", ":"))
+            raise _contract_error(index, "totalCents", "an integer on a usage item")
+        # Identity from the documented fields only (the model's; extras are ignored),
+        # so a field the API adds later does not make old items look new. repr of
+        # str/int/None is canonical and far cheaper than json.dumps here.
+        content = repr(tuple(item.__dict__.values()))
         digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
-        rows.append(_Row(str(raw["occurredAt"]), digest, item))
+        rows.append(_Row(at, time_key(at), digest, item))
     return _Page(rows, page.hasMore)
+
+
+def _contract_error(index: int, name: str, expected: str) -> ValidationError:
+    return ValidationError.from_exception_data(
+        "activity",
+        [{"type": "value_error", "loc": ("data", index, name),
+          "ctx": {"error": f"expected {expected}"}, "input": None}],
+    )  # fmt: skip
 
 
 def _keyed(rows: list[_Row]) -> list[LedgerItem]:
     """Ledger items with identities. Identical items at one instant are told apart by
     rank, which is stable because a batch always holds whole tie groups."""
-    ranks: Counter[tuple[str, str]] = Counter()
+    ranks: Counter[tuple[datetime, str]] = Counter()
     items = []
     for row in rows:
-        rank = ranks[(row.raw_at, row.digest)]
-        ranks[(row.raw_at, row.digest)] += 1
+        rank = ranks[(row.at, row.digest)]
+        ranks[(row.at, row.digest)] += 1
         item = row.item
-        cents = item.totalCents if item.type == "usage" else item.amountCents
-        if cents is None and item.type == "usage":
-            cents = item.amountCents
+        cents = item.amountCents
+        if item.type == "usage" and item.totalCents is not None:
+            cents = item.totalCents
         items.append(
             LedgerItem(
-                key=f"{row.digest}#{rank}",
+                # Time first: keys of one page sort together, so storing a page
+                # touches a few B-tree pages, not one per item.
+                key=f"{row.time_key}-{row.digest}#{rank}",
                 type=item.type,
-                occurred_at=item.occurredAt,
-                amount=Money(cents or 0, "USD"),
+                occurred_at=row.at,
+                cents=cents or 0,
                 fare=item.fareName,
                 number=item.number,
                 attribution=item.attribution,
@@ -212,16 +217,6 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
     return items
 
 
-def describe_validation(exc: ValidationError, limit: int = 3) -> str:
-    """`field: what was expected` for the first few problems, without echoing input."""
-    problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-        for err in exc.errors(include_input=False, include_url=False)
-    ]
-    more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
-    return "; ".join(problems[:limit]) + more
-
-
 class DialProvider:
     """Reads one Dial account."""
 
@@ -231,7 +226,7 @@ class DialProvider:
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
         return await self._client.get(
-            BILLING_PATH, lambda body, url: parse_billing(self.account, body, url, now)
+            BILLING_PATH, lambda body: parse_billing(self.account, body, now)
         )
 
     async def read_activity(
@@ -245,38 +240,47 @@ class DialProvider:
         previous instant and so holds that group whole.
         """
         starting_after: str | None = None
+        prefetched: asyncio.Task[_Page] | None = None
         while True:
-            page = await self._page("all", starting_after, stats)
+            page = await (prefetched or self._page("all", starting_after, stats))
+            prefetched = None
             rows = page.rows
             if not rows:
                 return
             last = rows[-1]
-            if not page.has_more or last.item.occurredAt < floor:
-                yield _keyed([r for r in rows if r.item.occurredAt >= floor])
+            if not page.has_more or last.at < floor:
+                yield _keyed([r for r in rows if r.at >= floor])
                 return
-            newer = [r for r in rows if r.item.occurredAt != last.item.occurredAt]
+            newer = [r for r in rows if r.at != last.at]
             if newer:
-                yield _keyed(newer)
-                starting_after = newer[-1].raw_at
+                starting_after = newer[-1].item.occurredAt
+                # Ask for the next page now, so the server works while this one is stored.
+                prefetched = asyncio.create_task(self._page("all", starting_after, stats))
+                await asyncio.sleep(0)  # let the request go out before the caller's work
+                try:
+                    yield _keyed(newer)
+                except BaseException:
+                    prefetched.cancel()
+                    raise
                 continue
             # One instant fills the whole page: read it per filter, each up to a page.
             group: list[_Row] = []
             for name in ("usage", "payment-credits"):
                 split = await self._page(name, starting_after, stats)
-                at_instant = [r for r in split.rows if r.item.occurredAt == last.item.occurredAt]
+                at_instant = [r for r in split.rows if r.at == last.at]
                 if split.has_more and len(at_instant) == len(split.rows):
-                    stats.truncated.append(last.raw_at)
+                    stats.truncated.append(last.item.occurredAt)
                     log.error(
                         "ledger.tie_group_truncated",
                         account=self.account,
-                        occurred_at=last.raw_at,
+                        occurred_at=last.item.occurredAt,
                         filter=name,
                         read=len(at_instant),
                         why="more items share this instant than the API returns in one page",
                     )
                 group += at_instant
             yield _keyed(group)
-            starting_after = last.raw_at
+            starting_after = last.item.occurredAt
 
     async def _page(
         self, filter_name: str, starting_after: str | None, stats: ActivityStats

@@ -265,7 +265,12 @@ def item_matches(rule: ItemRule, item: LedgerItem) -> bool:
     """Whether one new ledger item is an event for `rule`."""
     if isinstance(rule, LedgerEvent):
         return item.type in rule.types
-    return item.type == "usage" and item.amount >= rule.min_amount and _selects(rule.match, item)
+    return (
+        item.type == "usage"
+        and item.currency == rule.min_amount.currency
+        and item.cents >= rule.min_amount.cents
+        and _selects(rule.match, item)
+    )
 
 
 def describe_item(item: LedgerItem) -> str:

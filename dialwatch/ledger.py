@@ -25,6 +25,10 @@ from dialwatch.store import LedgerCheckpoint, Store
 
 log = structlog.get_logger("dialwatch.ledger")
 
+# Items stored per transaction: few enough to bound memory during a backlog,
+# many enough that commits do not dominate.
+STORE_BATCH = 1000
+
 
 class ActivitySource(Protocol):
     account: str
@@ -67,10 +71,15 @@ async def sync_ledger(
     stats = ActivityStats()
     newest = cursor or now
     new = 0
+    pending: list[LedgerItem] = []
     async for batch in source.read_activity(floor, stats):
-        new += store.add_ledger_items(account, batch, None if backfill else matching)
         if batch:
             newest = max(newest, batch[0].occurred_at)
+        pending += batch
+        if len(pending) >= STORE_BATCH:
+            new += store.add_ledger_items(account, pending, None if backfill else matching)
+            pending = []
+    new += store.add_ledger_items(account, pending, None if backfill else matching)
     # Keep what the window rules need, and everything the next read re-reads.
     keep_since = min(now - history, newest - overlap)
     log.debug(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
+from dialwatch.clock import to_micros
 from dialwatch.units import Money
 
 
@@ -65,24 +67,34 @@ class BillingSnapshot:
         return tuple(n for n in self.numbers if n.mode == "PAYG")
 
 
-@dataclass(frozen=True)
-class LedgerItem:
+def time_key(moment: datetime) -> str:
+    """The start of a ledger key: the time in fixed-width hex, so keys sort by time."""
+    return f"{to_micros(moment):016x}"
+
+
+class LedgerItem(NamedTuple):
     """One activity item: usage (spend), a credit or a payment, with an exact amount.
 
-    `key` identifies the item across reads: the API gives items no id, so it is a
-    digest of the item's content and its rank among identical items at one instant.
+    `key` identifies the item across reads: the API gives items no id, so it is its
+    time, a digest of its content, and its rank among identical items at that instant.
+    A NamedTuple, not a frozen dataclass: a backlog makes hundreds of thousands.
     """
 
     key: str
     type: str  # usage | credit | payment, or a type the API added later
     occurred_at: datetime
-    amount: Money
+    cents: int  # usage: totalCents; credit and payment: amountCents
+    currency: str = "USD"
     fare: str | None = None
     number: str | None = None
     attribution: str | None = None
     kind: str | None = None
     invoice_id: str | None = None
     reason: str | None = None
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.cents, self.currency)
 
 
 @dataclass(frozen=True)

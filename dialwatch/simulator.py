@@ -37,7 +37,7 @@ class Ledger:
 
     def add(self, item: dict[str, Any]) -> None:
         """Add one item (its `occurredAt` may be in the past: a late row)."""
-        full = {name: None for name in _NULL_FIELDS} | item
+        full = _with_nulls(item)
         when = -_timestamp(full["occurredAt"])  # ascending key == newest first
         for name, types in FILTERS.items():
             if types is None or full["type"] in types:
@@ -50,9 +50,7 @@ class Ledger:
         """Add many items at once: one stable sort instead of one insert each."""
         for name, types in FILTERS.items():
             merged = self._items[name] + [
-                {key: None for key in _NULL_FIELDS} | item
-                for item in items
-                if types is None or item["type"] in types
+                _with_nulls(item) for item in items if types is None or item["type"] in types
             ]
             merged.sort(key=lambda item: -_timestamp(item["occurredAt"]))
             self._items[name] = merged
@@ -68,6 +66,11 @@ class Ledger:
 
     def __len__(self) -> int:
         return len(self._keys["all"])
+
+
+def _with_nulls(item: dict[str, Any]) -> dict[str, Any]:
+    # As in Dial's published example: the other types' fields are present as null.
+    return dict.fromkeys(_NULL_FIELDS) | item
 
 
 def _timestamp(text: str) -> float:

@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from dialwatch.alerts import AlertState, Status
-from dialwatch.clock import from_iso, to_iso
+from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.config import Match
 from dialwatch.messages import Message
-from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
+from dialwatch.model import ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.units import Money
 
 TOP = 3  # contributors listed in a spend message
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     account TEXT NOT NULL,
     key TEXT NOT NULL,
     type TEXT NOT NULL,
-    occurred_at TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,  -- microseconds since the epoch, UTC
     cents INTEGER NOT NULL,
     currency TEXT NOT NULL,
     fare TEXT,
@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS ledger (
     reason TEXT,
     PRIMARY KEY (account, key)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ledger_time ON ledger (account, type, occurred_at);
 CREATE TABLE IF NOT EXISTS ledger_cursor (
     account TEXT PRIMARY KEY,
     newest TEXT NOT NULL
@@ -207,8 +206,8 @@ class Store:
                     [(account, rule) for rule in ledger.delivered_rules],
                 )
                 db.execute(
-                    "DELETE FROM ledger WHERE account = ? AND occurred_at < ?",
-                    (account, to_iso(ledger.keep_since)),
+                    "DELETE FROM ledger WHERE account = ? AND key < ?",
+                    (account, time_key(ledger.keep_since)),
                 )
             for rule, state in states.items():
                 if state.status is Status.INACTIVE:
@@ -259,47 +258,68 @@ class Store:
     def add_ledger_items(
         self,
         account: str,
-        items: Iterable[LedgerItem],
+        items: list[LedgerItem],
         match: Callable[[LedgerItem], Iterable[str]] | None,
     ) -> int:
         """Store items not seen before, and the item rules each new one matches.
 
         Returns how many were new. `match` is None while backfilling history.
+        These rows need no fsync of their own: until the check commits its cursor
+        (with a full sync), a crash only means they are read again.
         """
-        new = 0
-        with self._transaction() as db:
-            for item in items:
-                inserted = db.execute(
-                    "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        account,
-                        item.key,
-                        item.type,
-                        to_iso(item.occurred_at),
-                        item.amount.cents,
-                        item.amount.currency,
-                        item.fare,
-                        item.number,
-                        item.attribution,
-                        item.kind,
-                        item.invoice_id,
-                        item.reason,
-                    ),
-                ).rowcount
-                if not inserted:
-                    continue
-                new += 1
+        if not items:
+            return 0
+        db = self._db
+        keys = [item.key for item in items]
+        seen = {
+            key
+            for (key,) in db.execute(
+                f"SELECT key FROM ledger WHERE account = ? AND key IN ({','.join('?' * len(keys))})",
+                [account, *keys],
+            )
+        }
+        new = [item for item in items if item.key not in seen]
+        relax = not db.in_transaction  # a dry run's outer transaction is never synced
+        if relax:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction():
+                db.executemany(
+                    "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            account,
+                            item.key,
+                            item.type,
+                            to_micros(item.occurred_at),
+                            item.cents,
+                            item.currency,
+                            item.fare,
+                            item.number,
+                            item.attribution,
+                            item.kind,
+                            item.invoice_id,
+                            item.reason,
+                        )
+                        for item in new
+                    ],
+                )
                 if match is not None:
                     db.executemany(
                         "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
-                        [(account, rule, item.key) for rule in match(item)],
+                        [(account, rule, item.key) for item in new for rule in match(item)],
                     )
-        return new
+        finally:
+            if relax:
+                db.execute("PRAGMA synchronous=FULL")
+        return len(new)
 
     def spend(self, account: str, since: datetime, match: Match | None = None) -> SpendSummary:
         """Usage spend at or after `since` among items that `match` selects."""
-        where = "account = ? AND type = 'usage' AND occurred_at >= ?"
-        params: list[object] = [account, to_iso(since)]
+        # Keys start with the item's time in fixed-width hex: the primary key is the
+        # time index, and no second index slows every insert.
+        where = "account = ? AND key >= ? AND type = 'usage'"
+        params: list[object] = [account, time_key(since)]
         if match is not None:
             for column, value, op in (
                 ("fare", match.fare, "GLOB"),
@@ -343,8 +363,9 @@ class Store:
             LedgerItem(
                 key=r[0],
                 type=r[1],
-                occurred_at=from_iso(r[2]),
-                amount=Money(r[3], r[4]),
+                occurred_at=from_micros(r[2]),
+                cents=r[3],
+                currency=r[4],
                 fare=r[5],
                 number=r[6],
                 attribution=r[7],

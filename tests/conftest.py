@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta

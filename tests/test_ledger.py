@@ -138,7 +138,8 @@ async def test_first_start_backfills_windows_without_per_item_alerts(
 
     report = await check(h)
 
-    assert report.ledger is not None and report.ledger.backfilled
+    assert report.ledger is not None
+    assert report.ledger.backfilled
     assert webhook.titles == [
         "[WARNING] dial / daily-spend: spend $120.00 in the last 24h is above $100.00"
     ]
@@ -275,29 +276,29 @@ async def test_zero_burn_never_fires_runway(h: Harness) -> None:
 async def test_restart_mid_backlog_neither_skips_nor_double_counts(
     h: Harness, webhook: WebhookReceiver
 ) -> None:
-    """A check that fails on page 3 of a backlog leaves the cursor; the next counts all once."""
+    """A check that dies on page 15 of a backlog keeps the old cursor; the next counts all once."""
     await start_empty(h)
     h.dial.ledger.extend(
-        [usage(at(i * 0.2), 600 if i % 2 else 100, call=f"b{i}") for i in range(450)]
+        [usage(at(i * 0.02), 600 if i % 2 else 100, call=f"b{i}") for i in range(2500)]
     )
     first_page = len(h.dial.requests) + 2  # after the billing request
-    for attempt in range(4):  # every retry of page 3 fails
-        h.dial.faults_at[first_page + 2 + attempt] = Fault.server_error()
+    for attempt in range(4):  # every retry of page 15 fails
+        h.dial.faults_at[first_page + 14 + attempt] = Fault.server_error()
 
     failed = await check(h)
     assert failed.ledger_error is not None
     assert webhook.received == []
+    stored = h.watcher.store.spend("dial", START).count
+    assert 0 < stored < 2500  # the backlog was part-way in
 
     h.clock.advance(minutes=1)
     report = await check(h)
-    # The failed check stored two pages, each less its last instant (re-read on the
-    # next page, which failed): 198 items. The rest are new now, and none twice.
     assert report.ledger is not None
-    assert report.ledger.new_items == 450 - 198
-    assert finding(report, "daily-spend") == "spend $1,575.00 in the last 24h is above $100.00"
+    assert report.ledger.new_items == 2500 - stored
+    assert finding(report, "daily-spend") == "spend $8,750.00 in the last 24h is above $100.00"
     expensive = [m["title"] for m in webhook.received if "expensive-call" in m["title"]]
     assert expensive == [
-        "[WARNING] dial / expensive-call: 225 usage item(s) at or above $5.00 (total $1,350.00)"
+        "[WARNING] dial / expensive-call: 1250 usage item(s) at or above $5.00 (total $7,500.00)"
     ]
 
 

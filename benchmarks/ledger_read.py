@@ -1,0 +1,183 @@
+"""How fast dialwatch reads and evaluates a ledger backlog, against the transport limit.
+
+For each N, a simulated Dial API in its own process serves N usage items (with tie
+groups). Two clients read all of it, each in a fresh process:
+
+- bare: aiohttp fetching every page and decoding its JSON, nothing else;
+- dialwatch: one real check (`run_cycle`) with a backlog of N new items: pages
+  validated, items identified and stored in SQLite, per-item and window rules
+  evaluated, the grouped message queued.
+
+Prints items per second for both, their ratio, and the peak RSS growth of the client.
+Run: python benchmarks/ledger_read.py [N ...]   (default: 10000 100000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+KEY = "sk_bench_0000000000000000"
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+RULES = """
+channels:
+  log: "json://127.0.0.1:9/unused"
+defaults:
+  notify: [log]
+rules:
+  - name: daily-spend
+    kind: spend_above
+    window: 24h
+    amount: "$100.00"
+  - name: expensive-call
+    kind: usage_item
+    min_amount: "$5.00"
+  - name: money-in
+    kind: ledger_event
+"""
+
+
+def _items(n: int) -> list[dict[str, Any]]:
+    """N usage items over the last 20 hours, in tie groups of 1 to 3."""
+    items = []
+    for i in range(n):
+        when = NOW - timedelta(seconds=1 + (i // 2) * 72_000 / n * 2)
+        items.append(
+            {
+                "type": "usage",
+                "occurredAt": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "amountCents": 1 + i % 900,
+                "totalCents": 1 + i % 900,
+                "fareName": "voice.outbound.minute" if i % 3 else "sms.tier_1.message",
+                "number": f"+1415555{i % 50:04d}",
+                "billedQuantity": 1,
+                "attribution": "wallet",
+                "phoneNumberId": f"pn_{i % 50}",
+                "callId": f"call_{i}",
+            }
+        )
+    return items
+
+
+def _serve(n: int, ports: multiprocessing.Queue[int]) -> None:
+    from dialwatch.simulator import DialAccount, DialSimulator
+
+    async def main() -> None:
+        simulator = DialSimulator(DialAccount(api_key=KEY, balance_cents=10**9))
+        simulator.ledger.extend(_items(n))
+        await simulator.start()
+        ports.put(int(simulator.base_url.rsplit(":", 1)[1]))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class Measured:
+    """Wall time and peak-RSS growth of the measured part only (set-up excluded)."""
+
+    def __enter__(self) -> Measured:
+        self.rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.rss_growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss_before
+
+
+async def _bare(base_url: str) -> tuple[int, Measured]:
+    count = 0
+    params = {"limit": "100"}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
+        with Measured() as measured:
+            while True:
+                async with session.get(f"{base_url}/api/v1/billing/activity", params=params) as r:
+                    page = await r.json()
+                count += len(page["data"])
+                if not page["hasMore"]:
+                    break
+                params["starting_after"] = page["data"][-1]["occurredAt"]
+    return count, measured
+
+
+async def _dialwatch(base_url: str) -> tuple[int, Measured]:
+    from dialwatch.config import parse_rules
+    from dialwatch.service import open_watcher, run_cycle
+    from dialwatch.settings import Settings
+    from dialwatch.store import LedgerCheckpoint
+
+    class Clock:
+        def now(self) -> datetime:
+            return NOW
+
+    rules = parse_rules(RULES, "bench.yaml", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(api_key=SecretStr(KEY), base_url=base_url, state=Path(tmp) / "bench.db")
+        async with open_watcher(settings, rules, clock=Clock()) as watcher:
+            # A watcher that last read the ledger a day ago: all N items are a backlog.
+            start = NOW - timedelta(days=1)
+            watcher.store.commit_check(
+                "dial", start, {}, [], start, ledger=LedgerCheckpoint(start, start, ())
+            )
+            with Measured() as measured:
+                report = await run_cycle(watcher)
+    assert not report.errors, report.errors
+    assert report.ledger is not None
+    return report.ledger.new_items, measured
+
+
+def _client(mode: str, base_url: str) -> None:
+    count, measured = asyncio.run(_bare(base_url) if mode == "bare" else _dialwatch(base_url))
+    print(json.dumps({"items": count, "seconds": measured.seconds,
+                      "rss_growth_kb": measured.rss_growth_kb}))  # fmt: skip
+
+
+def _run_client(mode: str, base_url: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", mode, base_url],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(sizes: list[int]) -> None:
+    print(f"{'N':>8} {'bare items/s':>13} {'dialwatch items/s':>18} {'ratio':>6} "
+          f"{'bare RSS +MB':>13} {'dialwatch RSS +MB':>18}")  # fmt: skip
+    for n in sizes:
+        ports: multiprocessing.Queue[int] = multiprocessing.Queue()
+        server = multiprocessing.Process(target=_serve, args=(n, ports), daemon=True)
+        server.start()
+        base_url = f"http://127.0.0.1:{ports.get(timeout=120)}"
+        try:
+            bare = _run_client("bare", base_url)
+            ours = _run_client("dialwatch", base_url)
+        finally:
+            server.terminate()
+        assert bare["items"] == n, bare
+        assert ours["items"] == n, ours
+        bare_rate = n / bare["seconds"]
+        our_rate = n / ours["seconds"]
+        print(
+            f"{n:>8} {bare_rate:>13,.0f} {our_rate:>18,.0f} {bare_rate / our_rate:>5.2f}x "
+            f"{bare['rss_growth_kb'] / 1024:>13.1f} {ours['rss_growth_kb'] / 1024:>18.1f}"
+        )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--client"]:
+        _client(sys.argv[2], sys.argv[3])
+    else:
+        main([int(a) for a in sys.argv[1:]] or [10_000, 100_000])
