@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dialwatch.config import BalanceBelow, load_rules
+from dialwatch.config import BalanceBelow, SpendAbove, load_rules
 from dialwatch.errors import ConfigError
 from dialwatch.units import Money
 
@@ -92,6 +92,28 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
         ("yaml_syntax", 6, 1, "(yaml)", "expected ',' or ']'"),
         ("duplicate_key", 9, 5, "rules[0].threshold", "duplicate key; each key once"),
         ("unknown_top_level", 3, 1, "defualts", "unknown key; did you mean 'defaults'?"),
+        (
+            "window_and_period",
+            6,
+            5,
+            "rules[0]",
+            "set exactly one of window (e.g. 24h) or period (day, week, month)",
+        ),
+        (
+            "bad_timezone",
+            10,
+            5,
+            "rules[0].timezone",
+            "unknown timezone 'Mars/Olympus'; use an IANA name such as Europe/Berlin",
+        ),
+        (
+            "unknown_match_key",
+            10,
+            7,
+            "rules[0].match.fares",
+            "unknown key; did you mean 'fare'? valid keys here: fare, number, attribution",
+        ),
+        ("bad_ledger_type", 8, 21, "rules[0].types[1]", "Input should be 'credit' or 'payment'"),
     ],
 )
 def test_rejected_rules_file_names_file_line_column_and_key(
@@ -151,7 +173,20 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
         "cancelling",
         "numbers-at-risk",
         "card-expiring",
+        "daily-spend",
+        "sms-this-month",
+        "expensive-call",
+        "money-in",
+        "runway",
     ]
+    monthly = rules.rules[6]
+    assert isinstance(monthly, SpendAbove)
+    assert (monthly.period, monthly.timezone, monthly.match.fare) == (
+        "month",
+        "Europe/Berlin",
+        "sms.*",
+    )
+    assert monthly.amount == Money(25000, "USD")
     empty = rules.rules[1]
     assert empty.notify == ("oncall",)  # from defaults
     assert empty.repeat_every == timedelta(hours=4)

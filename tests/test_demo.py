@@ -1,4 +1,4 @@
-"""`dialwatch demo` shows a newcomer firing and resolved alerts, then ends."""
+"""`dialwatch demo` shows a newcomer firing, grouped and resolved alerts, then ends."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import timedelta
 from dialwatch.demo import run_demo
 
 
-async def test_demo_fires_and_resolves_and_ends() -> None:
-    """The scripted wallet fires two thresholds and a cancellation, then all resolve."""
+async def test_demo_fires_groups_and_resolves_then_ends() -> None:
+    """Thresholds, a cancellation and a spend spike fire; a top-up resolves them once."""
     out = io.StringIO()
     await run_demo(out, scene_seconds=0.4, interval=timedelta(seconds=0.1))
     text = out.getvalue()
@@ -18,12 +18,17 @@ async def test_demo_fires_and_resolves_and_ends() -> None:
     assert titles[0] == "[WARNING] dial / wallet-low: balance $47.00 is below $50.00"
     assert titles[1].startswith("[WARNING] dial / cancelling: subscription cancels at period end")
     assert titles[1].endswith("(20 days left)")
-    assert "[CRITICAL] dial / wallet-critical: balance $18.50 is below $20.00" in titles
-    resolved = sorted(t for t in titles if t.startswith("[RESOLVED]"))
-    assert resolved[1:] == [
+    assert sorted(titles[2:5]) == [
+        "[CRITICAL] dial / wallet-critical: balance $18.50 is below $20.00",
+        "[WARNING] dial / expensive-call: 4 usage item(s) at or above $2.00 (total $14.00)",
+        "[WARNING] dial / hourly-spend: spend $25.70 in the last 1h is above $25.00",
+    ]
+    later = sorted(titles[5:])
+    assert len(later) == 4  # no repeats, no flapping at the $20 wobble
+    assert later[0] == "[INFO] dial / top-ups: new credit of $100.00 (card), invoice in_demo9"
+    assert later[1].startswith("[RESOLVED] dial / cancelling: subscription renews on")
+    assert later[2:] == [
         "[RESOLVED] dial / wallet-critical: balance $120.50 is back above $20.00",
         "[RESOLVED] dial / wallet-low: balance $120.50 is back above $50.00",
     ]
-    assert resolved[0].startswith("[RESOLVED] dial / cancelling: subscription renews on")
-    assert len(titles) == 6  # no repeats, no flapping at the $20 wobble
     assert text.rstrip().endswith("and run `dialwatch validate` then `dialwatch run`.")
