@@ -61,6 +61,15 @@ async def dialwatch(*args: str, env: dict[str, str], cwd: Path | None = None) ->
     return Ran(process.returncode, out.decode(), err.decode())
 
 
+async def start_service(
+    env: dict[str, str], output: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """`dialwatch run` as a real process."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dialwatch", "run", env=env, stdout=output, stderr=output
+    )
+
+
 async def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
     """Wait for another process to do something observable (never to pass time)."""
     async with asyncio.timeout(timeout):
@@ -148,28 +157,12 @@ async def test_kill_9_and_restart_sends_no_duplicate(
 ) -> None:
     """After SIGKILL, a restarted service keeps the delivered alert delivered."""
     dial.account.balance_cents = 4000
-    first = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dialwatch",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    first = await start_service(env)
     await wait_until(lambda: len(webhook.received) == 1 and len(smtp.messages) == 1)
     first.kill()
     await first.wait()
 
-    second = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dialwatch",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    second = await start_service(env)
     seen = len(dial.requests)
     await wait_until(lambda: len(dial.requests) >= seen + 3)  # three checks after restart
     second.send_signal(signal.SIGTERM)
@@ -183,15 +176,7 @@ async def test_sigterm_stops_the_service_cleanly_and_quickly(
     env: dict[str, str], dial: DialSimulator
 ) -> None:
     """SIGTERM ends `run` with exit 0 within a few seconds, logging the stop."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dialwatch",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_service(env, output=asyncio.subprocess.PIPE)
     await wait_until(lambda: len(dial.requests) >= 1)
     process.send_signal(signal.SIGTERM)
     out, _ = await asyncio.wait_for(process.communicate(), 5)
