@@ -264,6 +264,23 @@ async def test_runway_fires_with_time_to_empty_and_burn_rate(
     assert "Burn rate: $100.00/day (spend $100.00 in the last 24h)" in runway[0]["message"]
 
 
+async def test_runway_resolves_after_a_top_up(h: Harness, webhook: WebhookReceiver) -> None:
+    """The same burn with a topped-up wallet is beyond the runway: one resolved notice."""
+    h.dial.account.balance_cents = 23500
+    h.dial.ledger.extend([usage(at(-60 * i), 2500, call=f"r{i}") for i in range(1, 5)])
+    await check(h)
+    h.dial.account.balance_cents = 53500
+    h.clock.advance(minutes=5)
+    await check(h)
+
+    runway = [t for t in webhook.titles if "runway" in t]
+    assert runway[-1] == (
+        "[RESOLVED] dial / runway: at $100.00/day the wallet ($535.00) empties in about "
+        "5d8h24m, beyond 3d"
+    )
+    assert len(runway) == 2
+
+
 async def test_zero_burn_never_fires_runway(h: Harness) -> None:
     """With no spend in the lookback, even a tiny balance has no runway alert."""
     h.dial.account.balance_cents = 1
@@ -274,9 +291,10 @@ async def test_zero_burn_never_fires_runway(h: Harness) -> None:
 
 
 async def test_restart_mid_backlog_neither_skips_nor_double_counts(
-    h: Harness, webhook: WebhookReceiver
+    h: Harness, make_harness: MakeHarness, webhook: WebhookReceiver
 ) -> None:
-    """A check that dies on page 15 of a backlog keeps the old cursor; the next counts all once."""
+    """A check that dies on page 15 of a backlog keeps the old cursor; after a restart
+    (a new watcher on the same state file) the next check counts everything once."""
     await start_empty(h)
     h.dial.ledger.extend(
         [usage(at(i * 0.02), 600 if i % 2 else 100, call=f"b{i}") for i in range(2500)]
@@ -291,8 +309,10 @@ async def test_restart_mid_backlog_neither_skips_nor_double_counts(
     stored = h.watcher.store.spend("dial", START).count
     assert 0 < stored < 2500  # the backlog was part-way in
 
-    h.clock.advance(minutes=1)
-    report = await check(h)
+    restarted = await make_harness(RULES)
+    restarted.dial.account.balance_cents = 1_000_000
+    restarted.clock.current = h.clock.now() + timedelta(minutes=1)
+    report = await check(restarted)
     assert report.ledger is not None
     assert report.ledger.new_items == 2500 - stored
     assert finding(report, "daily-spend") == "spend $8,750.00 in the last 24h is above $100.00"
