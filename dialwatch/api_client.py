@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,13 +58,16 @@ class ApiClient:
         policy: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`observe(path, seconds)` is told each request's latency (for metrics)."""
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers)
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._jitter = jitter
+        self._observe = observe
 
     async def get(
         self, path: str, parse: Callable[[bytes], T], params: Mapping[str, str] | None = None
@@ -79,7 +83,7 @@ class ApiClient:
         policy = self._policy
         for attempt in range(1, policy.attempts + 1):
             try:
-                return _parse(parse, await self._get_once(url, params), url)
+                return _parse(parse, await self._get_once(path, params), url)
             except ProviderError as exc:
                 delay = self._delay_before_retry(exc, attempt)
                 if delay is None:
@@ -107,8 +111,10 @@ class ApiClient:
         backoff: float = min(policy.backoff_cap, policy.backoff_base * 2 ** (attempt - 1))
         return self._jitter() * backoff
 
-    async def _get_once(self, url: str, params: Mapping[str, str] | None) -> _Body:
+    async def _get_once(self, path: str, params: Mapping[str, str] | None) -> _Body:
+        url = f"{self._base_url}{path}"
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
+        started = time.perf_counter()
         try:
             async with self._session.get(
                 url, params=params, headers=self._headers, timeout=timeout, allow_redirects=False
@@ -121,6 +127,9 @@ class ApiClient:
             raise TransportError(f"timed out after {self._policy.timeout:g}s", url=url) from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"connection failed: {_describe(exc)}", url=url) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(path, time.perf_counter() - started)
         return _interpret(url, status, content_type, body, retry_after)
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import structlog
 
-from dialwatch import __version__
+from dialwatch import __version__, endpoints
 from dialwatch.config import RulesFile, load_rules
 from dialwatch.errors import ConfigError, DialwatchError
 from dialwatch.logs import REDACTOR, configure_logging
 from dialwatch.messages import Message
 from dialwatch.notify import AppriseNotifier
 from dialwatch.outbox import deliver_due
-from dialwatch.service import CycleReport, open_watcher, run_cycle, run_service
+from dialwatch.service import CycleReport, open_watcher, reload_rules, run_cycle, run_service
 from dialwatch.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FIRING, EXIT_ERROR = 0, 1, 2
@@ -106,7 +106,19 @@ async def _run(settings: Settings, rules: RulesFile) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stopper(stop, sig))
     async with open_watcher(settings, rules) as watcher:
-        await run_service(watcher, settings.interval, stop)
+        loop.add_signal_handler(signal.SIGHUP, reload_rules, watcher, settings.rules)
+        runner = None
+        if settings.listen_address is not None:
+            host, port = settings.listen_address
+            runner = await endpoints.start(
+                endpoints.make_app(watcher, settings.interval), host, port
+            )
+            log.info("endpoints.listening", host=host, port=port)
+        try:
+            await run_service(watcher, settings.interval, stop)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
     return EXIT_OK
 
 

@@ -30,6 +30,7 @@ class AppriseNotifier:
         """`min_interval` overrides apprise's pause between two sends to one service
         (5.5 s for most); None keeps apprise's own, which protects chat rate limits."""
         self._timeout = timeout
+        self._min_interval = min_interval
         self._channels: dict[str, apprise.Apprise] = {}
         for name, url in channels.items():
             REDACTOR.add_url(url.get_secret_value())
@@ -39,6 +40,10 @@ class AppriseNotifier:
                 for service in target:
                     service.request_rate_per_sec = min_interval
             self._channels[name] = target
+
+    def with_channels(self, channels: Mapping[str, SecretStr]) -> AppriseNotifier:
+        """The same notifier for another set of channels (after a reload)."""
+        return AppriseNotifier(channels, self._timeout, self._min_interval)
 
     @property
     def channels(self) -> list[str]:

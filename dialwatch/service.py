@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -25,6 +26,7 @@ from dialwatch.config import (
     SnapshotRule,
     SpendAbove,
     UsageItem,
+    load_rules,
 )
 from dialwatch.dial import DialProvider
 from dialwatch.errors import AuthError, ConfigError, ProviderError
@@ -40,11 +42,13 @@ from dialwatch.evaluate import (
 from dialwatch.ledger import ActivitySource, LedgerSync, sync_ledger
 from dialwatch.logs import REDACTOR
 from dialwatch.messages import AlertSpec, Message, compose, compose_event
+from dialwatch.metrics import Metrics
 from dialwatch.model import BillingSnapshot
 from dialwatch.notify import AppriseNotifier, Notifier
 from dialwatch.outbox import deliver_due
 from dialwatch.settings import Settings
 from dialwatch.store import OutboxEntry, Store
+from dialwatch.units import Money
 
 log = structlog.get_logger("dialwatch.service")
 
@@ -55,6 +59,16 @@ KEEP_DELIVERED = timedelta(days=7)
 
 class Provider(ActivitySource, Protocol):
     async def fetch_billing(self, now: datetime) -> BillingSnapshot: ...
+
+
+@dataclass
+class Health:
+    """What the endpoints report: is the loop alive, and did checks succeed lately."""
+
+    loop_tick: datetime | None = None
+    last_check: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass
@@ -69,6 +83,8 @@ class Watcher:
     outbox_expiry: timedelta = timedelta(hours=24)
     ledger_overlap: timedelta = timedelta(minutes=10)
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
+    health: Health = field(default_factory=Health)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def account(self) -> str:
@@ -92,6 +108,7 @@ class CycleReport:
     outcomes: tuple[Outcome, ...]
     ledger: LedgerSync | None = None
     ledger_error: ProviderError | None = None
+    spend: dict[str, Money] = field(default_factory=dict)  # per spend_above rule
 
     @property
     def errors(self) -> list[ProviderError]:
@@ -161,7 +178,19 @@ async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
     report = await _cycle(watcher)
     if report.notifications:
         watcher.wake_delivery.set()
+    _record_health(watcher, report)
     return report
+
+
+def _record_health(watcher: Watcher, report: CycleReport) -> None:
+    health = watcher.health
+    health.last_check = report.now
+    if report.errors:
+        health.last_error = "; ".join(f"{e.reason}: {e}" for e in report.errors)
+    else:
+        health.last_success = report.now
+        health.last_error = None
+    watcher.metrics.observe_cycle(report, watcher.account)
 
 
 async def _cycle(watcher: Watcher) -> CycleReport:
@@ -192,7 +221,8 @@ async def _cycle(watcher: Watcher) -> CycleReport:
             bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")
 
     states = watcher.store.alert_states(account)
-    evaluations = _evaluate_all(watcher, now, snapshot, ledger, states)
+    spend: dict[str, Money] = {}
+    evaluations = _evaluate_all(watcher, now, snapshot, ledger, states, spend)
     if error is None or isinstance(error, AuthError):
         # Other failures say nothing about the key: its alert stays as it was.
         evaluations.append((auth_spec(watcher.rules), _auth_finding(error, account)))
@@ -212,7 +242,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
                 channels=list(outcome.spec.notify) if outcome.message else [],
             )
 
-    report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error)
+    report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
     if snapshot is not None:
         bound.debug("check.ok", balance=str(snapshot.balance), firing=len(report.firing))
     watcher.store.commit_check(
@@ -241,8 +271,10 @@ def _evaluate_all(
     snapshot: BillingSnapshot | None,
     ledger: LedgerSync | None,
     states: dict[str, AlertState],
+    spend: dict[str, Money],
 ) -> list[tuple[AlertSpec, Finding]]:
-    """Findings for every condition rule whose inputs this check could read."""
+    """Findings for every condition rule whose inputs this check could read; the spend
+    each spend_above rule counted goes into `spend`."""
     store, account = watcher.store, watcher.account
     previous_balance = store.last_balance(account)
     evaluations = []
@@ -254,7 +286,9 @@ def _evaluate_all(
                 rule, snapshot, was_active=was_active, previous_balance=previous_balance
             )
         elif isinstance(rule, SpendAbove) and ledger is not None:
-            finding = evaluate_spend(rule, store.spend(account, spend_since(rule, now), rule.match))
+            summary = store.spend(account, spend_since(rule, now), rule.match)
+            spend[rule.name] = summary.total
+            finding = evaluate_spend(rule, summary)
         elif isinstance(rule, RunwayBelow) and ledger is not None and snapshot is not None:
             burned = store.spend(account, now - rule.lookback).total
             finding = evaluate_runway(rule, snapshot.balance, burned)
@@ -305,6 +339,30 @@ def _item_events(watcher: Watcher, ledger: LedgerSync | None) -> list[Outcome]:
     return outcomes
 
 
+def reload_rules(watcher: Watcher, path: Path) -> bool:
+    """Swap in the rules file at `path`; an invalid file is rejected, the old rules stay."""
+    try:
+        rules = load_rules(path)
+    except ConfigError as exc:
+        log.error(
+            "config.reload_rejected",
+            file=str(path),
+            errors=[str(issue) for issue in exc.issues] or [str(exc)],
+            kept="the previous rules keep running",
+        )
+        return False
+    watcher.rules = rules
+    if isinstance(watcher.notifier, AppriseNotifier):
+        watcher.notifier = watcher.notifier.with_channels(rules.channels)
+    log.info(
+        "config.reloaded",
+        file=str(path),
+        rules=[rule.name for rule in rules.rules],
+        channels=list(rules.channels),
+    )
+    return True
+
+
 async def run_service(watcher: Watcher, interval: timedelta, stop: asyncio.Event) -> None:
     """Check every `interval` until `stop` is set; deliver the outbox alongside."""
     log.info(
@@ -321,6 +379,7 @@ async def run_service(watcher: Watcher, interval: timedelta, stop: asyncio.Event
     step_s = interval.total_seconds()
     while not stop.is_set():
         started = loop.time()
+        watcher.health.loop_tick = watcher.clock.now()
         check = asyncio.create_task(run_cycle(watcher))
         await _until_done_or_stopped(check, stop)
         # Drift-free: the next check starts `interval` after this one started.
@@ -352,7 +411,8 @@ async def _delivery_loop(watcher: Watcher, stop: asyncio.Event) -> None:
         watcher.wake_delivery.clear()
         now = watcher.clock.now()
         try:
-            await deliver_due(watcher.store, watcher.notifier, now)
+            delivery = await deliver_due(watcher.store, watcher.notifier, now)
+            watcher.metrics.observe_delivery(delivery)
             watcher.store.prune(now - KEEP_DELIVERED)
         except Exception:  # one bad send must not end delivery for good
             log.exception("notify.loop_error")
@@ -384,6 +444,7 @@ async def open_watcher(
     key = settings.api_key.get_secret_value()
     REDACTOR.add(key)
     store = Store(settings.state)
+    metrics = Metrics()
     try:
         async with aiohttp.ClientSession(
             headers={"User-Agent": f"dialwatch/{__version__}"}
@@ -394,6 +455,7 @@ async def open_watcher(
                 {"Authorization": f"Bearer {key}", "Accept": "application/json"},
                 policy=RetryPolicy(),
                 sleep=sleep,
+                observe=metrics.observe_api,
             )
             yield Watcher(
                 rules=rules,
@@ -403,6 +465,7 @@ async def open_watcher(
                 clock=clock or SystemClock(),
                 outbox_expiry=settings.outbox_expiry,
                 ledger_overlap=settings.ledger_overlap,
+                metrics=metrics,
             )
     finally:
         store.close()

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     state: Path = Path("dialwatch.db")
     outbox_expiry: Annotated[timedelta, PlainValidator(_interval)] = timedelta(hours=24)
     ledger_overlap: Annotated[timedelta, PlainValidator(_interval)] = timedelta(minutes=10)
+    listen: str = "0.0.0.0:9090"
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -70,6 +71,24 @@ class Settings(BaseSettings):
     @classmethod
     def _base_url(cls, value: str) -> str:
         return check_base_url(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value.strip().lower() == "off":
+            return "off"
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('must be HOST:PORT (e.g. 0.0.0.0:9090, [::]:9090) or "off"')
+        return value
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """Where the HTTP endpoints listen, or None when DIALWATCH_LISTEN is off."""
+        if self.listen == "off":
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -14,8 +14,9 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from dialwatch.alerts import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
@@ -25,6 +26,8 @@ from dialwatch.model import ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.units import Money
 
 TOP = 3  # contributors listed in a spend message
+HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
+HISTORY_KEPT = timedelta(days=8)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -79,6 +82,21 @@ CREATE TABLE IF NOT EXISTS ledger_cursor (
     account TEXT PRIMARY KEY,
     newest TEXT NOT NULL
 );
+-- The status page's history: one balance point per account and 15 minutes (the last
+-- value seen), and usage spend per UTC day; both kept for 8 days.
+CREATE TABLE IF NOT EXISTS balance_history (
+    account TEXT NOT NULL,
+    at INTEGER NOT NULL,  -- start of the 15-minute bucket, microseconds since the epoch
+    cents INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    PRIMARY KEY (account, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spend_days (
+    account TEXT NOT NULL,
+    day TEXT NOT NULL,
+    cents INTEGER NOT NULL,
+    PRIMARY KEY (account, day)
+) WITHOUT ROWID;
 -- New items that matched an item rule, until the end of the check groups them into
 -- one message: durable, so a crash mid-backlog loses no per-item alert.
 CREATE TABLE IF NOT EXISTS item_matches (
@@ -125,6 +143,30 @@ class OutboxRow:
     expires_at: datetime
     attempts: int
     last_error: str | None
+    delivered_at: datetime | None = None
+    expired_at: datetime | None = None
+
+
+_OUTBOX_COLUMNS = (
+    "id, alert, decision, channel, title, body, notify_type, created_at, expires_at, "
+    "attempts, last_error, delivered_at, expired_at"
+)
+
+
+def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        alert=r[1],
+        decision=r[2],
+        channel=r[3],
+        message=Message(r[4], r[5], r[6]),
+        created_at=from_iso(r[7]),
+        expires_at=from_iso(r[8]),
+        attempts=r[9],
+        last_error=r[10],
+        delivered_at=from_iso(r[11]) if r[11] else None,
+        expired_at=from_iso(r[12]) if r[12] else None,
+    )
 
 
 class Store:
@@ -229,6 +271,20 @@ class Store:
                     "INSERT OR REPLACE INTO balances VALUES (?, ?, ?, ?)",
                     (account, balance.cents, balance.currency, stamp),
                 )
+                bucket = to_micros(now) // HISTORY_STEP_US * HISTORY_STEP_US
+                db.execute(
+                    "INSERT OR REPLACE INTO balance_history VALUES (?, ?, ?, ?)",
+                    (account, bucket, balance.cents, balance.currency),
+                )
+            horizon = now - HISTORY_KEPT
+            db.execute(
+                "DELETE FROM balance_history WHERE account = ? AND at < ?",
+                (account, to_micros(horizon)),
+            )
+            db.execute(
+                "DELETE FROM spend_days WHERE account = ? AND day < ?",
+                (account, horizon.strftime("%Y-%m-%d")),
+            )
             db.executemany(
                 "INSERT INTO outbox (alert, decision, channel, title, body, notify_type, "
                 "created_at, expires_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -309,6 +365,16 @@ class Store:
                         "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
                         [(account, rule, item.key) for item in new for rule in match(item)],
                     )
+                by_day: dict[str, int] = {}
+                for item in new:
+                    if item.type == "usage":
+                        day = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d")
+                        by_day[day] = by_day.get(day, 0) + item.cents
+                db.executemany(
+                    "INSERT INTO spend_days VALUES (?, ?, ?) ON CONFLICT (account, day) "
+                    "DO UPDATE SET cents = cents + excluded.cents",
+                    [(account, day, cents) for day, cents in by_day.items()],
+                )
         finally:
             if relax:
                 db.execute("PRAGMA synchronous=FULL")
@@ -384,27 +450,12 @@ class Store:
         comes back receives them in the order they were written.
         """
         rows = self._db.execute(
-            "SELECT id, alert, decision, channel, title, body, notify_type, created_at, "
-            "expires_at, attempts, last_error FROM outbox "
-            f"WHERE {_UNDELIVERED} AND channel IN "
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {_UNDELIVERED} AND channel IN "
             f"(SELECT channel FROM outbox WHERE id IN ({_HEADS}) AND next_attempt_at <= ?) "
             "ORDER BY id",
             (to_iso(now),),
         )
-        return [
-            OutboxRow(
-                id=r[0],
-                alert=r[1],
-                decision=r[2],
-                channel=r[3],
-                message=Message(r[4], r[5], r[6]),
-                created_at=from_iso(r[7]),
-                expires_at=from_iso(r[8]),
-                attempts=r[9],
-                last_error=r[10],
-            )
-            for r in rows
-        ]
+        return [_outbox_row(r) for r in rows]
 
     def mark_delivered(self, row_id: int, now: datetime) -> None:
         self._db.execute(
@@ -436,6 +487,34 @@ class Store:
             (to_iso(before),),
         )
         return cursor.rowcount
+
+    def balance_history(self, account: str, since: datetime) -> list[tuple[datetime, Money]]:
+        rows = self._db.execute(
+            "SELECT at, cents, currency FROM balance_history WHERE account = ? AND at >= ? "
+            "ORDER BY at",
+            (account, to_micros(since)),
+        )
+        return [(from_micros(at), Money(cents, currency)) for at, cents, currency in rows]
+
+    def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
+        rows = self._db.execute(
+            "SELECT day, cents FROM spend_days WHERE account = ? AND day >= ? ORDER BY day",
+            (account, since.strftime("%Y-%m-%d")),
+        )
+        return {day: Money(cents) for day, cents in rows}
+
+    def recent_notifications(self, limit: int) -> list[OutboxRow]:
+        """The newest notifications, delivered or not, newest first."""
+        rows = self._db.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [_outbox_row(r) for r in rows]
+
+    def pending_by_channel(self) -> dict[str, int]:
+        rows = self._db.execute(
+            f"SELECT channel, COUNT(*) FROM outbox WHERE {_UNDELIVERED} GROUP BY channel"
+        )
+        return dict(rows.fetchall())
 
     def pending_count(self) -> int:
         row = self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_UNDELIVERED}").fetchone()

@@ -18,6 +18,7 @@ from dialwatch.api_client import ApiClient
 from dialwatch.config import load_rules
 from dialwatch.dial import DialProvider
 from dialwatch.logs import configure_logging
+from dialwatch.metrics import Metrics
 from dialwatch.notify import AppriseNotifier
 from dialwatch.service import Watcher
 from dialwatch.simulator import DialAccount, DialSimulator
@@ -164,10 +165,16 @@ async def make_harness(
         sleep = RecordingSleep()
         store = Store(tmp_path / "state.db")
         stack.callback(store.close)
+        metrics = Metrics()
         client = ApiClient(
-            session, dial.base_url, {"Authorization": f"Bearer {API_KEY}"}, sleep=sleep
+            session,
+            dial.base_url,
+            {"Authorization": f"Bearer {API_KEY}"},
+            sleep=sleep,
+            observe=metrics.observe_api,
         )
         watcher = Watcher(
+            metrics=metrics,
             rules=rules,
             source=DialProvider("dial", client),
             store=store,

@@ -15,7 +15,7 @@ import pytest
 
 from dialwatch.simulator import DialSimulator
 from tests.conftest import API_KEY, RULES
-from tests.servers import SmtpServer, WebhookReceiver
+from tests.servers import SmtpServer, WebhookReceiver, free_port
 
 CASES = Path(__file__).parent / "config_cases"
 SMTP_PASSWORD = "hunter2-SMTP-PASSWORD"
@@ -42,6 +42,7 @@ def env(
         "DIALWATCH_STATE": str(tmp_path / "state.db"),
         "DIALWATCH_INTERVAL": "1s",
         "DIALWATCH_LOG_FORMAT": "json",
+        "DIALWATCH_LISTEN": f"127.0.0.1:{free_port()}",
     }
 
 

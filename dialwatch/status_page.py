@@ -1,0 +1,155 @@
+"""The status page: one server-rendered HTML page with inline SVG charts, no JavaScript.
+
+Everything on it is escaped, and it names channels, never their URLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import TYPE_CHECKING
+
+from dialwatch.alerts import AlertState, Status
+from dialwatch.store import OutboxRow
+from dialwatch.units import Money
+
+if TYPE_CHECKING:
+    from dialwatch.service import Watcher
+
+DAYS = 7
+WIDTH, HEIGHT, PAD = 640, 180, 36
+
+
+def render_status_page(watcher: Watcher, now: datetime) -> str:
+    store, account, health = watcher.store, watcher.account, watcher.health
+    since = now - timedelta(days=DAYS)
+    balance = store.last_balance(account)
+    history = store.balance_history(account, since)
+    days = [(now - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(DAYS - 1, -1, -1)]
+    spend = store.spend_by_day(account, now - timedelta(days=DAYS - 1))
+    states = store.alert_states(account)
+    severity = {rule.name: rule.severity for rule in watcher.rules.rules}
+    firing = sorted(
+        (name, state) for name, state in states.items() if state.status is Status.FIRING
+    )
+    notes = store.recent_notifications(15)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="60">
+<title>dialwatch: {escape(account)}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 760px; color: #222; }}
+h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.1rem; margin-top: 2rem; }}
+.big {{ font-size: 2rem; font-weight: 600; }} .muted {{ color: #666; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee; vertical-align: top; }}
+.bad {{ color: #b00020; }} svg text {{ font-size: 11px; fill: #555; }}
+</style></head><body>
+<h1>dialwatch: account {escape(account)}</h1>
+<p class="muted">Page generated {_when(now)}. Last check {_when(health.last_check)};
+last successful check {_when(health.last_success)}.
+{f'<span class="bad" id="last-error">Last error: {escape(health.last_error)}</span>' if health.last_error else ""}</p>
+<p>Balance <span class="big" id="balance">{escape(str(balance)) if balance else "unknown"}</span></p>
+<h2>Balance, last {DAYS} days</h2>
+{_balance_chart(history, since, now)}
+<h2>Spend per day (UTC)</h2>
+{_spend_chart(days, spend)}
+<h2>Firing now</h2>
+{_firing_table(firing, severity)}
+<h2>Last notifications</h2>
+{_notifications_table(notes)}
+</body></html>
+"""
+
+
+def _balance_chart(history: list[tuple[datetime, Money]], since: datetime, now: datetime) -> str:
+    if not history:
+        return '<p class="muted" id="balance-chart">No balance recorded yet.</p>'
+    cents = [money.cents for _, money in history]
+    low, high = min(*cents, 0), max(*cents, 0)
+    span = max(high - low, 1)
+    total = (now - since).total_seconds()
+
+    def x(at: datetime) -> float:
+        return PAD + (WIDTH - 2 * PAD) * (at - since).total_seconds() / total
+
+    def y(value: int) -> float:
+        return HEIGHT - PAD + (-(HEIGHT - 2 * PAD) * (value - low) / span)
+
+    points = " ".join(f"{x(at):.1f},{y(m.cents):.1f}" for at, m in history)
+    currency = history[-1][1].currency
+    return f"""<svg id="balance-chart" width="{WIDTH}" height="{HEIGHT}" role="img"
+ aria-label="Balance over the last {DAYS} days" data-points="{len(history)}">
+<line x1="{PAD}" y1="{y(0):.1f}" x2="{WIDTH - PAD}" y2="{y(0):.1f}" stroke="#ccc"/>
+<polyline id="balance-line" fill="none" stroke="#1565c0" stroke-width="2" points="{points}"/>
+<text x="2" y="{y(high) + 4:.1f}">{escape(str(Money(high, currency)))}</text>
+<text x="2" y="{y(low) + 4:.1f}">{escape(str(Money(low, currency)))}</text>
+<text x="{PAD}" y="{HEIGHT - 8}">{since:%b %d}</text>
+<text x="{WIDTH - PAD - 40}" y="{HEIGHT - 8}">{now:%b %d}</text>
+</svg>"""
+
+
+def _spend_chart(days: list[str], spend: dict[str, Money]) -> str:
+    if not spend:
+        return (
+            '<p class="muted" id="spend-chart">No spend recorded: add a spend rule to '
+            "read the activity ledger.</p>"
+        )
+    most = max(m.cents for m in spend.values()) or 1
+    slot = (WIDTH - 2 * PAD) / len(days)
+    bars = []
+    for i, day in enumerate(days):
+        amount = spend.get(day, Money(0))
+        height = (HEIGHT - 2 * PAD) * amount.cents / most
+        left = PAD + i * slot
+        bars.append(
+            f'<rect class="spend-bar" data-day="{day}" data-cents="{amount.cents}" '
+            f'x="{left + 4:.1f}" y="{HEIGHT - PAD - height:.1f}" width="{slot - 8:.1f}" '
+            f'height="{height:.1f}" fill="#ef6c00"/>'
+            f'<text x="{left + 4:.1f}" y="{HEIGHT - PAD - height - 4:.1f}">{escape(str(amount))}</text>'
+            f'<text x="{left + 4:.1f}" y="{HEIGHT - 8}">{day[5:]}</text>'
+        )
+    return (
+        f'<svg id="spend-chart" width="{WIDTH}" height="{HEIGHT}" role="img" '
+        f'aria-label="Spend per day">{"".join(bars)}</svg>'
+    )
+
+
+def _firing_table(firing: list[tuple[str, AlertState]], severity: Mapping[str, str]) -> str:
+    if not firing:
+        return '<p id="firing">Nothing is firing.</p>'
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{escape(severity.get(name, 'critical'))}</td>"
+        f"<td>{_when(state.active_since)}</td></tr>"
+        for name, state in firing
+    )
+    return f'<table id="firing"><tr><th>Rule</th><th>Severity</th><th>Since</th></tr>{rows}</table>'
+
+
+def _notifications_table(notes: list[OutboxRow]) -> str:
+    if not notes:
+        return '<p id="notifications">No notifications yet.</p>'
+    rows = []
+    for note in notes:
+        if note.delivered_at:
+            state = f"sent {_when(note.delivered_at)}"
+        elif note.expired_at:
+            state = '<span class="bad">expired</span>'
+        else:
+            error = f": {escape(note.last_error)}" if note.last_error else ""
+            state = f'<span class="bad">pending{error}</span>'
+        rows.append(
+            f"<tr><td>{escape(note.channel)}</td>"
+            f"<td>{escape(note.message.title)}</td><td>{state}</td></tr>"
+        )
+    return (
+        '<table id="notifications"><tr><th>Channel</th><th>Notification</th><th>State</th></tr>'
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
