@@ -199,6 +199,8 @@ class Defaults(_Strict):
     repeat_every: RepeatEvery = timedelta(hours=4)
     send_resolved: bool = True
     for_: Duration = Field(default=timedelta(0), alias="for")
+    # Not inherited by rules: how long checks may fail before dialwatch alerts about itself.
+    unhealthy_after: Duration = timedelta(minutes=10)
 
 
 class RulesFile(_Strict):

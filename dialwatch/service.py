@@ -48,11 +48,12 @@ from dialwatch.notify import AppriseNotifier, Notifier
 from dialwatch.outbox import deliver_due
 from dialwatch.settings import Settings
 from dialwatch.store import OutboxEntry, Store
-from dialwatch.units import Money
+from dialwatch.units import Money, format_duration
 
 log = structlog.get_logger("dialwatch.service")
 
 AUTH_ALERT = "dialwatch-api-auth"
+UNHEALTHY_ALERT = "dialwatch-unhealthy"
 SHUTDOWN_GRACE = 5.0  # seconds a check or a send in flight may take after SIGTERM
 KEEP_DELIVERED = timedelta(days=7)
 
@@ -135,16 +136,33 @@ def rule_spec(rule: Rule) -> AlertSpec:
     )
 
 
-def auth_spec(rules: RulesFile) -> AlertSpec:
-    """dialwatch's own alert for a rejected API key, sent to the default channels."""
+def watcher_spec(rules: RulesFile, name: str, kind: str) -> AlertSpec:
+    """One of dialwatch's own alerts, sent to the default channels (all, if none)."""
     return AlertSpec(
-        name=AUTH_ALERT,
-        kind="watcher_auth",
+        name=name,
+        kind=kind,
         severity="critical",
         notify=rules.defaults.notify or tuple(rules.channels),
         hold=timedelta(0),
         repeat_every=rules.defaults.repeat_every,
         send_resolved=True,
+    )
+
+
+def _unhealthy_finding(
+    errors: list[ProviderError], since: datetime | None, now: datetime, after: timedelta
+) -> Finding:
+    if since is None or now - since < after:
+        return Finding(False, "checks succeed again")
+    reasons = ", ".join(sorted({e.reason for e in errors})) or "unknown"
+    return Finding(
+        True,
+        f"checks have failed for {format_duration(now - since)} ({reasons})",
+        (
+            ("Failing since", since.strftime("%Y-%m-%d %H:%M:%S UTC")),
+            ("Last errors", "; ".join(str(e) for e in errors)),
+            ("Meanwhile", "no rule can fire: dialwatch cannot see the account"),
+        ),
     )
 
 
@@ -225,7 +243,13 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     evaluations = _evaluate_all(watcher, now, snapshot, ledger, states, spend)
     if error is None or isinstance(error, AuthError):
         # Other failures say nothing about the key: its alert stays as it was.
-        evaluations.append((auth_spec(watcher.rules), _auth_finding(error, account)))
+        auth = watcher_spec(watcher.rules, AUTH_ALERT, "watcher_auth")
+        evaluations.append((auth, _auth_finding(error, account)))
+    errors = [e for e in (error, ledger_error) if e is not None]
+    failing_since = (watcher.store.failing_since(account) or now) if errors else None
+    unhealthy = watcher_spec(watcher.rules, UNHEALTHY_ALERT, "watcher_unhealthy")
+    after = watcher.rules.defaults.unhealthy_after
+    evaluations.append((unhealthy, _unhealthy_finding(errors, failing_since, now, after)))
 
     outcomes = [_decide(account, spec, finding, states, now) for spec, finding in evaluations]
     outcomes += _item_events(watcher, ledger)
@@ -261,6 +285,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
         )
         if ledger
         else None,
+        failing_since=failing_since,
     )
     return report
 

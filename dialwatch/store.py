@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS ledger_cursor (
     account TEXT PRIMARY KEY,
     newest TEXT NOT NULL
 );
+-- Since when checks of an account have failed without a success in between.
+CREATE TABLE IF NOT EXISTS failing (
+    account TEXT PRIMARY KEY,
+    since TEXT NOT NULL
+);
 -- The status page's history: one balance point per account and 15 minutes (the last
 -- value seen), and usage spend per UTC day; both kept for 8 days.
 CREATE TABLE IF NOT EXISTS balance_history (
@@ -219,6 +224,10 @@ class Store:
             for rule, status, since, notified, count in rows
         }
 
+    def failing_since(self, account: str) -> datetime | None:
+        row = self._db.execute("SELECT since FROM failing WHERE account = ?", (account,)).fetchone()
+        return from_iso(row[0]) if row else None
+
     def last_balance(self, account: str) -> Money | None:
         row = self._db.execute(
             "SELECT cents, currency FROM balances WHERE account = ?", (account,)
@@ -234,10 +243,18 @@ class Store:
         expires_at: datetime,
         balance: Money | None = None,
         ledger: LedgerCheckpoint | None = None,
+        failing_since: datetime | None = None,
     ) -> None:
         """Record one check's outcome and queue its notifications, atomically."""
         stamp = to_iso(now)
         with self._transaction() as db:
+            if failing_since is None:
+                db.execute("DELETE FROM failing WHERE account = ?", (account,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO failing VALUES (?, ?)",
+                    (account, to_iso(failing_since)),
+                )
             if ledger is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO ledger_cursor VALUES (?, ?)",

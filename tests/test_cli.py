@@ -7,10 +7,11 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from dialwatch.simulator import DialSimulator
@@ -217,3 +218,59 @@ async def test_no_secret_reaches_any_output(
     assert "auth" in text
     assert API_KEY not in text  # ...without the key
     assert SMTP_PASSWORD not in text
+
+
+async def test_running_service_serves_health_metrics_and_reloads_on_sighup(
+    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver
+) -> None:
+    """A real process: endpoints answer; SIGHUP applies a valid file and rejects a bad one."""
+    rules = Path(env["DIALWATCH_RULES"])
+    base = f"http://{env['DIALWATCH_LISTEN']}"
+    process = await start_service(env, output=asyncio.subprocess.PIPE)
+    async with aiohttp.ClientSession() as session:
+
+        async def get(path: str) -> tuple[int, str]:
+            async with session.get(base + path) as response:
+                return response.status, await response.text()
+
+        async def ready() -> bool:
+            try:
+                return (await get("/readyz"))[0] == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await wait_until_async(ready)
+        assert await get("/healthz") == (200, "ok\n")
+        assert (
+            'dialwatch_balance_cents{account="dial",currency="USD"} 23500.0'
+            in (await get("/metrics"))[1]
+        )
+
+        rules.write_text(rules.read_text().replace('threshold: "$50.00"', 'threshold: "$500.00"'))
+        process.send_signal(signal.SIGHUP)
+        await wait_until(lambda: len(webhook.received) == 1)
+        assert webhook.titles == ["[WARNING] dial / wallet-low: balance $235.00 is below $500.00"]
+
+        rules.write_text(rules.read_text().replace("threshold:", "threshhold:", 1))
+        process.send_signal(signal.SIGHUP)
+        seen = len(dial.requests)
+        await wait_until(lambda: len(dial.requests) >= seen + 2)  # still checking
+        assert (await get("/readyz"))[0] == 200
+
+    process.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(process.communicate(), 10)
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    rejected = [e for e in events if e["event"] == "config.reload_rejected"]
+    errors = rejected[0]["errors"]
+    assert any(
+        e.startswith(f"{rules}:") and "rules[0].threshhold: unknown key; did you mean" in e
+        for e in errors
+    ), errors
+    assert [e["event"] for e in events].count("config.reloaded") == 1
+    assert len(webhook.received) == 1  # the old rules kept running, nothing re-sent
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.05)

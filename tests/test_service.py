@@ -10,7 +10,7 @@ from dialwatch.alerts import Decision, Status
 from dialwatch.outbox import deliver_due
 from dialwatch.service import AUTH_ALERT, run_cycle
 from dialwatch.simulator import Fault
-from tests.conftest import API_KEY, Harness
+from tests.conftest import API_KEY, RULES, Harness, MakeHarness
 from tests.servers import SmtpServer, WebhookReceiver
 
 
@@ -369,3 +369,29 @@ async def test_logs_of_failing_checks_and_sends_hold_no_secret(
     assert "check.auth_failed" in text
     assert API_KEY not in text
     assert smtp.url not in text
+
+
+async def test_checks_failing_longer_than_unhealthy_after_alert_then_resolve(
+    harness: Harness, make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """Ten minutes of failed checks (across a restart) raise dialwatch's own alert."""
+    harness.dial.faults.extend([Fault.server_error()] * 4 * 6)
+    for _ in range(6):
+        await check_and_deliver(harness)
+        harness.clock.advance(minutes=1)
+    assert webhook.received == []
+
+    restarted = await make_harness(RULES)  # same state file: the failing streak is kept
+    restarted.clock.current = harness.clock.now()
+    restarted.dial.faults.extend([Fault.server_error(502)] * 4 * 5)
+    for _ in range(5):
+        await check_and_deliver(restarted)
+        restarted.clock.advance(minutes=1)
+
+    assert webhook.titles == [
+        "[CRITICAL] dial / dialwatch-unhealthy: checks have failed for 10m (server_error)"
+    ]
+    assert "Failing since: 2026-11-21 12:00:00 UTC" in webhook.received[0]["message"]
+
+    await check_and_deliver(restarted)
+    assert webhook.titles[-1] == "[RESOLVED] dial / dialwatch-unhealthy: checks succeed again"
