@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", help="run the service against a built-in simulated Dial API (ends by itself)"
     )
+    commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the running service's /healthz answers 200 (for container HEALTHCHECKs)",
+    )
     return parser
 
 
@@ -70,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return _demo()
         settings = load_settings()
+        if args.command == "healthcheck":
+            return _healthcheck(settings)
         configure_logging(
             settings.effective_log_format,
             settings.log_level,
@@ -88,6 +96,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _healthcheck(settings: Settings) -> int:
+    address = settings.listen_address
+    if address is None:
+        print("DIALWATCH_LISTEN is off: no endpoint to check", file=sys.stderr)
+        return EXIT_ERROR
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own endpoint
+            print(response.read().decode().strip())
+            return EXIT_OK
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return EXIT_FIRING
 
 
 def _validate(path: Path) -> int:

@@ -390,6 +390,8 @@ def reload_rules(watcher: Watcher, path: Path) -> bool:
 
 async def run_service(watcher: Watcher, interval: timedelta, stop: asyncio.Event) -> None:
     """Check every `interval` until `stop` is set; deliver the outbox alongside."""
+    # A restart is often the fix for a broken channel: try what is pending at once.
+    watcher.store.retry_now(watcher.clock.now())
     log.info(
         "service.started",
         version=__version__,

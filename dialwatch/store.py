@@ -497,6 +497,14 @@ class Store:
         ).fetchone()
         return from_iso(row[0]) if row and row[0] else None
 
+    def retry_now(self, now: datetime) -> int:
+        """Make every undelivered notification due now (at start-up); returns how many."""
+        cursor = self._db.execute(
+            f"UPDATE outbox SET next_attempt_at = ? WHERE {_UNDELIVERED} AND next_attempt_at > ?",
+            (to_iso(now), to_iso(now)),
+        )
+        return cursor.rowcount
+
     def prune(self, before: datetime) -> int:
         """Forget delivered and expired notifications older than `before`."""
         cursor = self._db.execute(

@@ -274,3 +274,28 @@ async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout: fl
     async with asyncio.timeout(timeout):
         while not await condition():
             await asyncio.sleep(0.05)
+
+
+async def test_sigterm_keeps_undelivered_mail_and_a_restart_delivers_it_once(
+    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """SMTP is down at SIGTERM: the email stays in the outbox and goes out after restart."""
+    smtp.stop()
+    dial.account.balance_cents = 4000
+    first = await start_service(env, output=asyncio.subprocess.PIPE)
+    await wait_until(lambda: len(webhook.received) == 1)
+    first.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(first.communicate(), 10)
+    assert first.returncode == 0
+    stopped = [json.loads(line) for line in out.decode().splitlines()][-1]
+    assert stopped == stopped | {"event": "service.stopped", "pending_notifications": 1}
+
+    smtp.start()
+    second = await start_service(env)
+    await wait_until(lambda: len(smtp.messages) == 1)
+    seen = len(dial.requests)
+    await wait_until(lambda: len(dial.requests) >= seen + 2)
+    second.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(second.wait(), 10) == 0
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert len(webhook.received) == 1
