@@ -107,7 +107,7 @@ def _healthcheck(settings: Settings) -> int:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own endpoint
+        with urllib.request.urlopen(url, timeout=5) as response:
             print(response.read().decode().strip())
             return EXIT_OK
     except (urllib.error.URLError, OSError) as exc:
