@@ -49,14 +49,12 @@ async def _deliver_channel(
     store: Store, notifier: Notifier, rows: list[OutboxRow], now: datetime, report: DeliveryReport
 ) -> None:
     for row in rows:
+        bound = log.bind(channel=row.channel, alert=row.alert, decision=row.decision)
         if now >= row.expires_at:
             store.mark_expired(row.id, now)
             report.expired.append(row)
-            log.error(
+            bound.error(
                 "notify.expired",
-                channel=row.channel,
-                alert=row.alert,
-                decision=row.decision,
                 attempts=row.attempts,
                 last_error=row.last_error,
                 title=row.message.title,
@@ -66,25 +64,16 @@ async def _deliver_channel(
         if error is None:
             store.mark_delivered(row.id, now)
             report.delivered.append(row)
-            log.info(
-                "notify.sent",
-                channel=row.channel,
-                alert=row.alert,
-                decision=row.decision,
-                attempt=row.attempts + 1,
-            )
+            bound.info("notify.sent", attempt=row.attempts + 1)
             continue
         retry_at = now + retry_delay(row.attempts + 1)
         store.mark_failed(row.id, error, retry_at)
         report.failed.append((row, error))
-        log.warning(
+        bound.warning(
             "notify.failed",
-            channel=row.channel,
-            alert=row.alert,
-            decision=row.decision,
             attempt=row.attempts + 1,
             error=error,
             retry_at=retry_at.isoformat(),
             expires_at=row.expires_at.isoformat(),
         )
-        return
+        return  # later messages wait behind this one, so they arrive in order
