@@ -21,6 +21,7 @@ from typing import Any
 from dialwatch.alerts import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.config import Match
+from dialwatch.errors import ConfigError
 from dialwatch.messages import Message
 from dialwatch.model import ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.units import Money
@@ -29,6 +30,7 @@ TOP = 3  # contributors listed in a spend message
 HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
 HISTORY_KEPT = timedelta(days=8)
 
+SCHEMA_VERSION = 1  # bump with a migration when a table changes
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     account TEXT NOT NULL,
@@ -181,7 +183,14 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"{path}: state file is from a newer dialwatch (schema {version}, this one "
+                f"reads {SCHEMA_VERSION}); upgrade dialwatch or point DIALWATCH_STATE elsewhere"
+            )
         self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dialwatch.alerts import Decision, Status
+from dialwatch.errors import ConfigError
 from dialwatch.outbox import deliver_due
 from dialwatch.service import AUTH_ALERT, run_cycle
 from dialwatch.simulator import Fault
+from dialwatch.store import Store
 from tests.conftest import API_KEY, RULES, Harness, MakeHarness
 from tests.servers import SmtpServer, WebhookReceiver
 
@@ -395,3 +399,12 @@ async def test_checks_failing_longer_than_unhealthy_after_alert_then_resolve(
 
     await check_and_deliver(restarted)
     assert webhook.titles[-1] == "[RESOLVED] dial / dialwatch-unhealthy: checks succeed again"
+
+
+def test_state_file_from_a_newer_dialwatch_is_refused(tmp_path: Path) -> None:
+    """An older dialwatch will not misread a newer state file; it says what to do."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(ConfigError, match="state file is from a newer dialwatch"):
+        Store(path)
