@@ -118,9 +118,13 @@ async def test_container_image_builds_runs_as_non_root_and_alerts(
         await run("tar", "-C", str(rootfs), "-cf", str(tarball), ".")
         await run(*podman, "import", str(tarball), BASE_IMAGE)
     build = [*podman, "build", "--isolation", "chroot", "--pull=never", "--format", "docker"]
-    ca_bundle = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
-    if ca_bundle and Path(ca_bundle).is_file():  # this machine's egress CA, for pip only
-        build += ["--secret", f"id=ca,src={ca_bundle}"]
+    # This machine's CA bundle (it trusts the egress proxy), for the build's pip only.
+    candidates = [os.environ.get(name, "") for name in ("PIP_CERT", "SSL_CERT_FILE")]
+    bundles = [
+        c for c in [*candidates, "/etc/ssl/certs/ca-certificates.crt"] if c and Path(c).is_file()
+    ]
+    if bundles:
+        build += ["--secret", f"id=ca,src={bundles[0]}"]
     await run(*build, "-t", "localhost/dialwatch:test", str(REPO), timeout=900)
 
     rules = tmp_path / "rules.yaml"
@@ -143,6 +147,10 @@ async def test_container_image_builds_runs_as_non_root_and_alerts(
                 await asyncio.sleep(0.2)
         assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
         assert (await run(*podman, "exec", name, "id", "-u")).strip() == "10001"
+        # The build's CA secret was mounted for pip only: nothing of it is in the image.
+        leftovers = await run(*podman, "exec", name, "sh", "-c", "ls /run/secrets; env")
+        assert "ca" not in leftovers.split()
+        assert "PIP_CERT" not in leftovers
         assert "ok" in await run(*podman, "exec", name, "dialwatch", "healthcheck")
         await run(*podman, "stop", "-t", "10", name)
         state = await run(*podman, "inspect", "--format", "{{.State.ExitCode}}", name)
