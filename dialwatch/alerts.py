@@ -31,7 +31,7 @@ class Decision(StrEnum):
 class AlertState:
     status: Status = Status.INACTIVE
     active_since: datetime | None = None  # when the condition started to hold
-    last_notified: datetime | None = None
+    last_notified: datetime | None = None  # None while firing: not announced yet (muted)
     notifications: int = 0  # sent for this firing, first included
 
 
@@ -40,28 +40,37 @@ class Timing:
     hold: timedelta  # the rule's `for`
     repeat_every: timedelta | None  # None: never repeat
     send_resolved: bool
+    max_repeats: int | None = None  # reminders after the first; None: no cap
 
 
 def step(
-    state: AlertState, active: bool, now: datetime, timing: Timing
+    state: AlertState, active: bool, now: datetime, timing: Timing, *, muted: bool = False
 ) -> tuple[AlertState, Decision]:
-    """Advance one alert by one observation."""
+    """Advance one alert by one observation.
+
+    A muted alert (silenced) still moves through its states but is not announced; once
+    unmuted, a firing alert that was never announced is announced then. An alert that
+    was never announced gets no resolved notice either.
+    """
     if not active:
-        if state.status is Status.FIRING:
-            decision = Decision.RESOLVED if timing.send_resolved else Decision.NONE
-            return AlertState(), decision
+        announced = state.status is Status.FIRING and state.notifications > 0
+        if announced and timing.send_resolved and not muted:
+            return AlertState(), Decision.RESOLVED
         return AlertState(), Decision.NONE
 
     since = state.active_since or now
-    if state.status is Status.FIRING:
-        assert state.last_notified is not None
-        due = timing.repeat_every is not None and now - state.last_notified >= timing.repeat_every
-        if due:
-            return (
-                replace(state, last_notified=now, notifications=state.notifications + 1),
-                Decision.REPEAT,
-            )
-        return state, Decision.NONE
-    if now - since >= timing.hold:
+    if state.status is not Status.FIRING and now - since < timing.hold:
+        return AlertState(Status.PENDING, since), Decision.NONE
+    if muted:
+        return replace(state, status=Status.FIRING, active_since=since), Decision.NONE
+    if state.status is not Status.FIRING or state.last_notified is None:
         return AlertState(Status.FIRING, since, now, 1), Decision.FIRST
-    return AlertState(Status.PENDING, since), Decision.NONE
+    reminders = state.notifications - 1
+    due = timing.repeat_every is not None and now - state.last_notified >= timing.repeat_every
+    capped = timing.max_repeats is not None and reminders >= timing.max_repeats
+    if due and not capped:
+        return (
+            replace(state, last_notified=now, notifications=state.notifications + 1),
+            Decision.REPEAT,
+        )
+    return state, Decision.NONE

@@ -60,6 +60,7 @@ class _RuleBase(_Strict):
     notify: tuple[Name, ...] = ()
     for_: Duration = Field(default=timedelta(0), alias="for")
     repeat_every: RepeatEvery = timedelta(hours=4)
+    max_repeats: Annotated[int, Field(ge=0)] | None = None
     send_resolved: bool = True
 
 
@@ -191,12 +192,13 @@ LEDGER_KINDS = (SpendAbove, UsageItem, LedgerEvent, RunwayBelow)
 # Rules that are events (one message per batch of new items), not conditions that hold.
 ItemRule = UsageItem | LedgerEvent
 # Keys a rule inherits from `defaults:` when it does not set them itself.
-INHERITED = ("notify", "repeat_every", "send_resolved", "for")
+INHERITED = ("notify", "repeat_every", "max_repeats", "send_resolved", "for")
 
 
 class Defaults(_Strict):
     notify: tuple[Name, ...] = ()
     repeat_every: RepeatEvery = timedelta(hours=4)
+    max_repeats: Annotated[int, Field(ge=0)] | None = None
     send_resolved: bool = True
     for_: Duration = Field(default=timedelta(0), alias="for")
     # Not inherited by rules: how long checks may fail before dialwatch alerts about itself.

@@ -24,6 +24,7 @@ class AlertSpec:
     hold: timedelta
     repeat_every: timedelta | None
     send_resolved: bool
+    max_repeats: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,17 @@ def compose(
         lines.append(f"Resolved at: {_when(now)}")
     elif state.active_since is not None:
         lines.append(f"Firing since: {_when(state.active_since)}")
+    reminders = state.notifications - 1
     if decision is Decision.REPEAT:
-        lines.append(f"Reminder: {state.notifications - 1}")
+        lines.append(f"Reminder: {reminders}")
     if decision is not Decision.RESOLVED:
         if spec.repeat_every is None:
             lines.append("Reminders: none (repeat_every: never)")
+        elif spec.max_repeats is not None and reminders >= spec.max_repeats:
+            lines.append(
+                f"This is the last reminder (max_repeats: {spec.max_repeats}): no more until "
+                "it resolves"
+            )
         else:
             lines.append(f"Next reminder: in {format_duration(spec.repeat_every)} if still firing")
     return Message(title, "\n".join(lines), notify_type)

@@ -133,6 +133,7 @@ def rule_spec(rule: Rule) -> AlertSpec:
         hold=rule.for_,
         repeat_every=rule.repeat_every,
         send_resolved=rule.send_resolved,
+        max_repeats=rule.max_repeats,
     )
 
 
@@ -326,7 +327,7 @@ def _decide(
     account: str, spec: AlertSpec, finding: Finding, states: dict[str, AlertState], now: datetime
 ) -> Outcome:
     previous = states.get(spec.name, AlertState())
-    timing = Timing(spec.hold, spec.repeat_every, spec.send_resolved)
+    timing = Timing(spec.hold, spec.repeat_every, spec.send_resolved, spec.max_repeats)
     state, decision = step(previous, finding.active, now, timing)
     message = None
     if decision is not Decision.NONE:

@@ -97,3 +97,51 @@ def test_repeat_counts_reminders_and_restarts_the_window() -> None:
     assert (state.notifications, state.last_notified) == (2, T0 + 60 * MIN)
     assert step(state, True, T0 + 119 * MIN, timing)[1] is Decision.NONE
     assert step(state, True, T0 + 120 * MIN, timing)[1] is Decision.REPEAT
+
+
+UNANNOUNCED = AlertState(Status.FIRING, T0, None, 0)
+
+
+@pytest.mark.parametrize(
+    ("state", "active", "muted", "status", "decision", "notifications"),
+    [
+        (AlertState(), True, True, Status.FIRING, Decision.NONE, 0),
+        (UNANNOUNCED, True, True, Status.FIRING, Decision.NONE, 0),
+        (UNANNOUNCED, True, False, Status.FIRING, Decision.FIRST, 1),
+        (UNANNOUNCED, False, False, Status.INACTIVE, Decision.NONE, 0),
+        (FIRING, True, True, Status.FIRING, Decision.NONE, 1),
+        (FIRING, False, True, Status.INACTIVE, Decision.NONE, 0),
+    ],
+    ids=[
+        "fires-muted-unannounced",
+        "stays-unannounced-while-muted",
+        "announced-when-unmuted",
+        "never-announced-never-resolved",
+        "no-reminder-while-muted",
+        "no-resolved-while-muted",
+    ],
+)
+def test_muted_alerts_change_state_but_are_not_announced(
+    state: AlertState,
+    active: bool,
+    muted: bool,
+    status: Status,
+    decision: Decision,
+    notifications: int,
+) -> None:
+    """Silenced alerts fire quietly and are announced once the silence ends, if still on."""
+    new_state, got = step(
+        state, active, T0 + 600 * MIN, Timing(0 * MIN, 60 * MIN, True), muted=muted
+    )
+    assert (new_state.status, got, new_state.notifications) == (status, decision, notifications)
+
+
+def test_max_repeats_caps_reminders() -> None:
+    """With max_repeats 2, the third reminder never comes; resolution is still sent."""
+    timing = Timing(timedelta(0), 60 * MIN, True, max_repeats=2)
+    state, decisions = FIRING, []
+    for hour in range(1, 5):
+        state, decision = step(state, True, T0 + hour * 60 * MIN, timing)
+        decisions.append(decision)
+    assert decisions == [Decision.REPEAT, Decision.REPEAT, Decision.NONE, Decision.NONE]
+    assert step(state, False, T0 + 300 * MIN, timing)[1] is Decision.RESOLVED

@@ -408,3 +408,24 @@ def test_state_file_from_a_newer_dialwatch_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(ConfigError, match="state file is from a newer dialwatch"):
         Store(path)
+
+
+async def test_max_repeats_stops_reminders_and_says_so_in_the_last(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """max_repeats: 1 sends the first alert and one reminder that says it is the last."""
+    h = await make_harness(
+        RULES.replace("  repeat_every: 4h\n", "  repeat_every: 1h\n  max_repeats: 1\n")
+    )
+    h.dial.account.balance_cents = 4000
+    for _ in range(5):
+        await check_and_deliver(h)
+        h.clock.advance(hours=1)
+
+    titles = [t for t in webhook.titles if "wallet-low" in t]
+    assert len(titles) == 2
+    assert titles[1].startswith("[WARNING] still firing: dial / wallet-low")
+    assert (
+        "This is the last reminder (max_repeats: 1): no more until it resolves"
+        in (webhook.received[1]["message"])
+    )
