@@ -9,19 +9,31 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import structlog
 
 from dialwatch import __version__, endpoints
+from dialwatch.clock import SystemClock
 from dialwatch.config import RulesFile, load_rules
 from dialwatch.errors import ConfigError, DialwatchError
 from dialwatch.logs import REDACTOR, configure_logging
 from dialwatch.messages import Message
 from dialwatch.notify import AppriseNotifier
 from dialwatch.outbox import deliver_due
-from dialwatch.service import CycleReport, open_watcher, reload_rules, run_cycle, run_service
+from dialwatch.service import (
+    AUTH_ALERT,
+    UNHEALTHY_ALERT,
+    CycleReport,
+    open_watcher,
+    reload_rules,
+    run_cycle,
+    run_service,
+)
 from dialwatch.settings import Settings, load_settings
+from dialwatch.store import Store
+from dialwatch.units import parse_duration
 
 EXIT_OK, EXIT_FIRING, EXIT_ERROR = 0, 1, 2
 
@@ -63,6 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", help="run the service against a built-in simulated Dial API (ends by itself)"
     )
+    silence = commands.add_parser(
+        "silence", help="mute a rule's alerts for a while (state is kept; RULE may be a glob)"
+    )
+    silence.add_argument(
+        "rule", metavar="RULE", help="rule name or glob, e.g. wallet-low, 'wallet-*'"
+    )
+    silence.add_argument("--account", help="only this account (default: every account)")
+    silence.add_argument(
+        "--for", dest="duration", required=True, metavar="DURATION", help="e.g. 30m, 2h, 1d"
+    )
+    silence.add_argument("--reason", required=True, help="why, for whoever looks next")
+    commands.add_parser("silences", help="list the silences in force")
+    unsilence = commands.add_parser("unsilence", help="end a silence now")
+    unsilence.add_argument("id", type=int, metavar="ID", help="the silence's number")
     commands.add_parser(
         "healthcheck",
         help="exit 0 if the running service's /healthz answers 200 (for container HEALTHCHECKs)",
@@ -85,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "validate":
             return _validate(args.file or settings.rules)
+        if args.command in ("silences", "unsilence"):
+            return _silences(settings, args.id if args.command == "unsilence" else None)
         rules = load_rules(settings.rules)
+        if args.command == "silence":
+            return _silence(settings, rules, args.rule, args.account, args.duration, args.reason)
         if args.command == "run":
             return asyncio.run(_run(settings, rules))
         if args.command == "check":
@@ -113,6 +143,60 @@ def _healthcheck(settings: Settings) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"unhealthy: {url}: {exc}", file=sys.stderr)
         return EXIT_FIRING
+
+
+def _silence(
+    settings: Settings,
+    rules: RulesFile,
+    rule: str,
+    account: str | None,
+    duration: str,
+    reason: str,
+) -> int:
+    names = [r.name for r in rules.rules] + [AUTH_ALERT, UNHEALTHY_ALERT]
+    if not any(fnmatchcase(name, rule) for name in names):
+        print(f"no rule matches {rule!r}; rules: {', '.join(names)}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        length = parse_duration(duration)
+    except ValueError as exc:
+        print(f"--for: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    now = SystemClock().now()
+    store = Store(settings.state)
+    try:
+        silence_id = store.add_silence(rule, account, now + length, reason, now)
+    finally:
+        store.close()
+    print(
+        f"silence {silence_id}: {rule} on {account or 'every account'} until "
+        f"{now + length:%Y-%m-%d %H:%M UTC} ({reason})"
+    )
+    return EXIT_OK
+
+
+def _silences(settings: Settings, end: int | None) -> int:
+    """List the silences in force, or end silence `end`."""
+    now = SystemClock().now()
+    store = Store(settings.state)
+    try:
+        if end is not None:
+            if not store.end_silence(end, now):
+                print(f"no silence {end} in force (see `dialwatch silences`)", file=sys.stderr)
+                return EXIT_ERROR
+            print(f"silence {end} ended")
+            return EXIT_OK
+        silences = store.silences(now)
+    finally:
+        store.close()
+    if not silences:
+        print("no silences in force")
+    for silence in silences:
+        print(
+            f"{silence.id:>4}  {silence.rule}  on {silence.account or 'every account'}  "
+            f"until {silence.ends_at:%Y-%m-%d %H:%M UTC}  {silence.reason}"
+        )
+    return EXIT_OK
 
 
 def _validate(path: Path) -> int:

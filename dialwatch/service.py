@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -99,6 +99,7 @@ class Outcome:
     state: AlertState
     decision: Decision
     message: Message | None
+    silenced_by: int | None = None  # the silence that kept it quiet
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,16 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     after = watcher.rules.defaults.unhealthy_after
     evaluations.append((unhealthy, _unhealthy_finding(errors, failing_since, now, after)))
 
-    outcomes = [_decide(account, spec, finding, states, now) for spec, finding in evaluations]
-    outcomes += _item_events(watcher, ledger)
+    silences = watcher.store.silences(now)
+
+    def silence_for(rule: str) -> int | None:
+        return next((s.id for s in silences if s.mutes(rule, account)), None)
+
+    outcomes = [
+        _decide(account, spec, finding, states, now, silence_for(spec.name))
+        for spec, finding in evaluations
+    ]
+    outcomes += _item_events(watcher, ledger, silence_for)
     for outcome in outcomes:
         was = states.get(outcome.spec.name, AlertState()).status
         if outcome.decision is not Decision.NONE or outcome.state.status is not was:
@@ -265,6 +274,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
                 was=was.value,
                 summary=outcome.finding.summary,
                 channels=list(outcome.spec.notify) if outcome.message else [],
+                silenced_by=outcome.silenced_by,
             )
 
     report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
@@ -324,23 +334,31 @@ def _evaluate_all(
 
 
 def _decide(
-    account: str, spec: AlertSpec, finding: Finding, states: dict[str, AlertState], now: datetime
+    account: str,
+    spec: AlertSpec,
+    finding: Finding,
+    states: dict[str, AlertState],
+    now: datetime,
+    silenced_by: int | None,
 ) -> Outcome:
     previous = states.get(spec.name, AlertState())
     timing = Timing(spec.hold, spec.repeat_every, spec.send_resolved, spec.max_repeats)
-    state, decision = step(previous, finding.active, now, timing)
+    state, decision = step(previous, finding.active, now, timing, muted=silenced_by is not None)
     message = None
     if decision is not Decision.NONE:
         shown = previous if decision is Decision.RESOLVED else state
         message = compose(account, spec, finding, decision, shown, now)
-    return Outcome(spec, finding, state, decision, message)
+    return Outcome(spec, finding, state, decision, message, silenced_by)
 
 
 ITEMS_SHOWN = 10
 
 
-def _item_events(watcher: Watcher, ledger: LedgerSync | None) -> list[Outcome]:
-    """One grouped message per item rule for the new items it matched."""
+def _item_events(
+    watcher: Watcher, ledger: LedgerSync | None, silence_for: Callable[[str], int | None]
+) -> list[Outcome]:
+    """One grouped message per item rule for the new items it matched (none if silenced:
+    the items are then let go, not saved up for later)."""
     if ledger is None:
         return []
     outcomes = []

@@ -11,7 +11,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from dialwatch.alerts import AlertState, Status
-from dialwatch.store import OutboxRow
+from dialwatch.store import OutboxRow, Silence
 from dialwatch.units import Money
 
 if TYPE_CHECKING:
@@ -57,6 +57,8 @@ last successful check {_when(health.last_success)}.
 {_spend_chart(days, spend)}
 <h2>Firing now</h2>
 {_firing_table(firing, severity)}
+<h2>Silences</h2>
+{_silences_table(store.silences(now))}
 <h2>Last notifications</h2>
 {_notifications_table(notes)}
 </body></html>
@@ -125,6 +127,20 @@ def _firing_table(firing: list[tuple[str, AlertState]], severity: Mapping[str, s
         for name, state in firing
     )
     return f'<table id="firing"><tr><th>Rule</th><th>Severity</th><th>Since</th></tr>{rows}</table>'
+
+
+def _silences_table(silences: list[Silence]) -> str:
+    if not silences:
+        return '<p id="silences">No silences in force.</p>'
+    rows = "".join(
+        f"<tr><td>{s.id}</td><td>{escape(s.rule)}</td><td>{escape(s.account or 'every account')}</td>"
+        f"<td>{_when(s.ends_at)}</td><td>{escape(s.reason)}</td></tr>"
+        for s in silences
+    )
+    return (
+        '<table id="silences"><tr><th>#</th><th>Rule</th><th>Account</th><th>Until</th>'
+        f"<th>Reason</th></tr>{rows}</table>"
+    )
 
 
 def _notifications_table(notes: list[OutboxRow]) -> str:

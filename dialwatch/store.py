@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,15 @@ CREATE TABLE IF NOT EXISTS ledger_cursor (
     account TEXT PRIMARY KEY,
     newest TEXT NOT NULL
 );
+-- Silences: a rule (glob) on one account or all, muted until ends_at.
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule TEXT NOT NULL,
+    account TEXT,
+    ends_at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 -- Since when checks of an account have failed without a success in between.
 CREATE TABLE IF NOT EXISTS failing (
     account TEXT PRIMARY KEY,
@@ -118,6 +128,21 @@ CREATE TABLE IF NOT EXISTS item_matches (
 _UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
 # The oldest undelivered notification of each channel.
 _HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} GROUP BY channel"
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Mutes the alerts of rules matching `rule` (a glob), on `account` or on all."""
+
+    id: int
+    rule: str
+    account: str | None
+    ends_at: datetime
+    reason: str
+    created_at: datetime
+
+    def mutes(self, rule: str, account: str) -> bool:
+        return fnmatchcase(rule, self.rule) and self.account in (None, account)
 
 
 @dataclass(frozen=True)
@@ -543,6 +568,37 @@ class Store:
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [_outbox_row(r) for r in rows]
+
+    def add_silence(
+        self, rule: str, account: str | None, ends_at: datetime, reason: str, now: datetime
+    ) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO silences (rule, account, ends_at, reason, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (rule, account, to_iso(ends_at), reason, to_iso(now)),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def silences(self, now: datetime) -> list[Silence]:
+        """Silences in force at `now`, oldest first; expired ones drop out by themselves."""
+        rows = self._db.execute(
+            "SELECT id, rule, account, ends_at, reason, created_at FROM silences "
+            "WHERE ends_at > ? ORDER BY id",
+            (to_iso(now),),
+        )
+        return [
+            Silence(id, rule, account, from_iso(ends), reason, from_iso(created))
+            for id, rule, account, ends, reason, created in rows
+        ]
+
+    def end_silence(self, silence_id: int, now: datetime) -> bool:
+        """End a silence now; False if there is no such silence in force."""
+        cursor = self._db.execute(
+            "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+            (to_iso(now), silence_id, to_iso(now)),
+        )
+        return cursor.rowcount == 1
 
     def pending_by_channel(self) -> dict[str, int]:
         rows = self._db.execute(

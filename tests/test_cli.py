@@ -299,3 +299,34 @@ async def test_sigterm_keeps_undelivered_mail_and_a_restart_delivers_it_once(
     assert await asyncio.wait_for(second.wait(), 10) == 0
     assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
     assert len(webhook.received) == 1
+
+
+async def test_silence_commands_mute_list_and_end_a_silence(
+    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver
+) -> None:
+    """silence / silences / unsilence work on the state file the service reads."""
+    silenced = await dialwatch(
+        "silence", "wallet-*", "--for", "2h", "--reason", "top-up Monday", env=env
+    )
+    assert silenced.code == 0
+    assert silenced.out.startswith("silence 1: wallet-* on every account until ")
+    listed = await dialwatch("silences", env=env)
+    assert "   1  wallet-*  on every account  until " in listed.out
+    assert listed.out.rstrip().endswith("top-up Monday")
+
+    dial.account.balance_cents = 4000
+    quiet = await dialwatch("check", env=env)
+    assert quiet.code == 1  # firing, but silenced
+    assert webhook.received == []
+
+    assert (await dialwatch("unsilence", "1", env=env)).out == "silence 1 ended\n"
+    loud = await dialwatch("check", env=env)
+    assert loud.code == 1
+    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert (await dialwatch("silences", env=env)).out == "no silences in force\n"
+
+    unknown = await dialwatch("silence", "walet-low", "--for", "1h", "--reason", "x", env=env)
+    assert unknown.code == 2
+    assert "no rule matches 'walet-low'; rules: wallet-low, wallet-critical" in unknown.err
+    again = await dialwatch("unsilence", "1", env=env)
+    assert again.code == 2

@@ -125,3 +125,19 @@ async def test_status_page_charts_spend_per_day(make_harness: MakeHarness) -> No
     assert status == 200
     assert 'data-day="2026-11-20" data-cents="1234"' in html
     assert 'data-day="2026-11-21" data-cents="766"' in html
+
+
+async def test_status_page_lists_silences_in_force(harness: Harness, base_url: str) -> None:
+    """A silence shows with its rule, scope, end and reason; an expired one does not."""
+    now = harness.clock.now()
+    store = harness.watcher.store
+    store.add_silence("wallet-low", "dial", now + timedelta(hours=2), "top-up <Monday>", now)
+    store.add_silence(
+        "cancelling", None, now - timedelta(minutes=1), "old", now - timedelta(hours=1)
+    )
+    _, html = await get(f"{base_url}/")
+    assert (
+        "<tr><td>1</td><td>wallet-low</td><td>dial</td><td>2026-11-21 14:00 UTC</td>"
+        "<td>top-up &lt;Monday&gt;</td></tr>"
+    ) in html
+    assert "<td>old</td>" not in html

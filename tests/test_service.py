@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +430,45 @@ async def test_max_repeats_stops_reminders_and_says_so_in_the_last(
         "This is the last reminder (max_repeats: 1): no more until it resolves"
         in (webhook.received[1]["message"])
     )
+
+
+async def test_silenced_alert_fires_quietly_and_is_announced_when_the_silence_ends(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """A 2h silence on wallet-low: nothing sent while it holds, one alert after it ends."""
+    store = harness.watcher.store
+    store.add_silence("wallet-*", None, harness.clock.now() + timedelta(hours=2), "top-up Monday",
+                      harness.clock.now())  # fmt: skip
+    store.add_silence("cancelling", "another-account", harness.clock.now() + timedelta(hours=9),
+                      "not this account", harness.clock.now())  # fmt: skip
+    harness.dial.account.balance_cents = 900
+    assert harness.dial.account.subscription is not None
+    harness.dial.account.subscription["cancelAtPeriodEnd"] = True
+    report = await check_and_deliver(harness)
+
+    assert [o.silenced_by for o in report.outcomes if o.spec.name.startswith("wallet")] == [1, 1]
+    assert [o.state.status for o in report.firing if o.spec.name == "wallet-low"] == [Status.FIRING]
+    assert [t.split(":")[0] for t in webhook.titles] == ["[WARNING] dial / cancelling"]
+
+    harness.clock.advance(hours=2)
+    await check_and_deliver(harness)
+    assert sorted(webhook.titles[1:]) == [
+        "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
+        "[WARNING] dial / wallet-low: balance $9.00 is below $50.00",
+    ]
+
+
+async def test_alert_that_resolves_during_its_silence_is_never_announced(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """Fired and cleared under a silence: neither the alert nor its resolution is sent."""
+    now = harness.clock.now()
+    harness.watcher.store.add_silence("wallet-low", "dial", now + timedelta(hours=1), "known", now)
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    harness.dial.account.balance_cents = 9000
+    harness.clock.advance(minutes=30)
+    await check_and_deliver(harness)
+    harness.clock.advance(hours=1)
+    await check_and_deliver(harness)
+    assert webhook.received == []
