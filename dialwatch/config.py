@@ -20,6 +20,7 @@ import apprise
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -187,6 +188,8 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
     "runway_below": RunwayBelow,
 }
 SnapshotRule = BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring
+# dialwatch's own alerts, by name, with their kinds: they can be silenced and inhibit.
+WATCHER_ALERTS = {"dialwatch-api-auth": "watcher_auth", "dialwatch-unhealthy": "watcher_unhealthy"}
 # Rules fed by the activity ledger; without any, the ledger is not read at all.
 LEDGER_KINDS = (SpendAbove, UsageItem, LedgerEvent, RunwayBelow)
 # Rules that are events (one message per batch of new items), not conditions that hold.
@@ -205,12 +208,42 @@ class Defaults(_Strict):
     unhealthy_after: Duration = timedelta(minutes=10)
 
 
+def _one_or_many(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_one_or_many)]
+
+
+class AlertMatcher(_Strict):
+    """Selects alerts: every field given must match; a list matches any of its values."""
+
+    rule: Names = ()
+    kind: Names = ()
+    severity: Annotated[tuple[Severity, ...], BeforeValidator(_one_or_many)] = ()
+
+    def matches(self, rule: str, kind: str, severity: str) -> bool:
+        return (
+            (not self.rule or rule in self.rule)
+            and (not self.kind or kind in self.kind)
+            and (not self.severity or severity in self.severity)
+        )
+
+
+class Inhibit(_Strict):
+    """While a `source` alert fires on an account, `target` alerts there stay quiet."""
+
+    source: AlertMatcher
+    target: AlertMatcher
+
+
 class RulesFile(_Strict):
     """A validated rules file. Channel URLs stay SecretStr: they embed tokens."""
 
     channels: dict[Name, SecretStr]
     defaults: Defaults = Defaults()
     rules: tuple[Rule, ...] = ()
+    inhibit: tuple[Inhibit, ...] = ()
 
 
 @dataclass
@@ -447,6 +480,22 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
         # A list inherited from defaults was checked there; report it once.
         if isinstance(raw_rules, list) and "notify" in raw_rules[index]:
             check_notify(("rules", index, "notify"), rule.get("notify"))
+    names = [*seen, *WATCHER_ALERTS]
+    kinds = [*RULE_KINDS, *WATCHER_ALERTS.values()]
+    inhibit = data.get("inhibit")
+    for index, entry in enumerate(inhibit if isinstance(inhibit, list) else []):
+        for side in ("source", "target"):
+            matcher = entry.get(side) if isinstance(entry, dict) else None
+            if not isinstance(matcher, dict):
+                continue
+            for key, valid in (("rule", names), ("kind", kinds)):
+                given = matcher.get(key)
+                for value in [given] if isinstance(given, str) else given or []:
+                    if isinstance(value, str) and value not in valid:
+                        add(
+                            ("inhibit", index, side, key),
+                            f"no {key} named '{value}'; known: {', '.join(valid)}",
+                        )
     return issues
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from dialwatch.api_client import ApiClient, RetryPolicy, Sleep
 from dialwatch.clock import Clock, SystemClock
 from dialwatch.config import (
     LEDGER_KINDS,
+    WATCHER_ALERTS,
     LedgerEvent,
     Rule,
     RulesFile,
@@ -52,8 +53,7 @@ from dialwatch.units import Money, format_duration
 
 log = structlog.get_logger("dialwatch.service")
 
-AUTH_ALERT = "dialwatch-api-auth"
-UNHEALTHY_ALERT = "dialwatch-unhealthy"
+AUTH_ALERT, UNHEALTHY_ALERT = WATCHER_ALERTS
 SHUTDOWN_GRACE = 5.0  # seconds a check or a send in flight may take after SIGTERM
 KEEP_DELIVERED = timedelta(days=7)
 
@@ -100,6 +100,7 @@ class Outcome:
     decision: Decision
     message: Message | None
     silenced_by: int | None = None  # the silence that kept it quiet
+    inhibited_by: str | None = None  # the firing alert that kept it quiet
 
 
 @dataclass(frozen=True)
@@ -258,10 +259,12 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     def silence_for(rule: str) -> int | None:
         return next((s.id for s in silences if s.mutes(rule, account)), None)
 
-    outcomes = [
-        _decide(account, spec, finding, states, now, silence_for(spec.name))
-        for spec, finding in evaluations
-    ]
+    outcomes = []
+    for spec, finding in evaluations:
+        silence = silence_for(spec.name)
+        decided = _decide(account, spec, finding, states, now, muted=silence is not None)
+        outcomes.append(replace(decided, silenced_by=silence))
+    outcomes = _inhibit(watcher.rules, outcomes, states, account, now)
     outcomes += _item_events(watcher, ledger, silence_for)
     for outcome in outcomes:
         was = states.get(outcome.spec.name, AlertState()).status
@@ -275,6 +278,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
                 summary=outcome.finding.summary,
                 channels=list(outcome.spec.notify) if outcome.message else [],
                 silenced_by=outcome.silenced_by,
+                inhibited_by=outcome.inhibited_by,
             )
 
     report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
@@ -333,22 +337,54 @@ def _evaluate_all(
     return evaluations
 
 
+def _inhibit(
+    rules: RulesFile,
+    outcomes: list[Outcome],
+    states: dict[str, AlertState],
+    account: str,
+    now: datetime,
+) -> list[Outcome]:
+    """Decide again, muted, the alerts that a firing `inhibit` source holds back."""
+    firing = [o.spec for o in outcomes if o.state.status is Status.FIRING]
+    result = []
+    for outcome in outcomes:
+        spec = outcome.spec
+        source = next(
+            (
+                src.name
+                for inhibit in rules.inhibit
+                if inhibit.target.matches(spec.name, spec.kind, spec.severity)
+                for src in firing
+                if src.name != spec.name
+                and inhibit.source.matches(src.name, src.kind, src.severity)
+            ),
+            None,
+        )
+        if source is None or outcome.silenced_by is not None:
+            result.append(outcome)
+            continue
+        muted = _decide(account, spec, outcome.finding, states, now, muted=True)
+        result.append(replace(muted, inhibited_by=source))
+    return result
+
+
 def _decide(
     account: str,
     spec: AlertSpec,
     finding: Finding,
     states: dict[str, AlertState],
     now: datetime,
-    silenced_by: int | None,
+    *,
+    muted: bool,
 ) -> Outcome:
     previous = states.get(spec.name, AlertState())
     timing = Timing(spec.hold, spec.repeat_every, spec.send_resolved, spec.max_repeats)
-    state, decision = step(previous, finding.active, now, timing, muted=silenced_by is not None)
+    state, decision = step(previous, finding.active, now, timing, muted=muted)
     message = None
     if decision is not Decision.NONE:
         shown = previous if decision is Decision.RESOLVED else state
         message = compose(account, spec, finding, decision, shown, now)
-    return Outcome(spec, finding, state, decision, message, silenced_by)
+    return Outcome(spec, finding, state, decision, message)
 
 
 ITEMS_SHOWN = 10

@@ -113,6 +113,13 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             "rules[0].match.fares",
             "unknown key; did you mean 'fare'? valid keys here: fare, number, attribution",
         ),
+        (
+            "inhibit_unknown_rule",
+            10,
+            21,
+            "inhibit[0].source.rule",
+            "no rule named 'wallet-empty'; known: wallet-low, dialwatch-api-auth",
+        ),
         ("bad_ledger_type", 8, 21, "rules[0].types[1]", "Input should be 'credit' or 'payment'"),
     ],
 )

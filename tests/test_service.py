@@ -472,3 +472,31 @@ async def test_alert_that_resolves_during_its_silence_is_never_announced(
     harness.clock.advance(hours=1)
     await check_and_deliver(harness)
     assert webhook.received == []
+
+
+async def test_firing_source_inhibits_targets_until_it_clears(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """numbers-at-risk firing keeps the wallet alerts quiet; when it clears, they speak."""
+    h = await make_harness(
+        RULES
+        + "inhibit:\n"
+        + "  - source: {{rule: numbers-at-risk}}\n"
+        + "    target: {{kind: balance_below}}\n"
+    )
+    h.dial.account.balance_cents = -320
+    h.dial.account.numbers_release_at = "2026-12-05T12:00:00Z"
+    report = await check_and_deliver(h)
+
+    inhibited = {o.spec.name: o.inhibited_by for o in report.outcomes if o.inhibited_by}
+    assert inhibited == {"wallet-low": "numbers-at-risk", "wallet-critical": "numbers-at-risk"}
+    assert [t.split(":")[0] for t in webhook.titles] == ["[CRITICAL] dial / numbers-at-risk"]
+
+    h.dial.account.numbers_release_at = None  # Dial no longer plans to release the numbers
+    h.clock.advance(minutes=5)
+    await check_and_deliver(h)
+    assert sorted(t.split(":")[0] for t in webhook.titles[1:]) == [
+        "[CRITICAL] dial / wallet-critical",
+        "[RESOLVED] dial / numbers-at-risk",
+        "[WARNING] dial / wallet-low",
+    ]
