@@ -116,7 +116,7 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
         (
             "inhibit_unknown_rule",
             10,
-            21,
+            14,
             "inhibit[0].source.rule",
             "no rule named 'wallet-empty'; known: wallet-low, dialwatch-api-auth",
         ),
