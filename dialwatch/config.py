@@ -204,8 +204,10 @@ class Defaults(_Strict):
     max_repeats: Annotated[int, Field(ge=0)] | None = None
     send_resolved: bool = True
     for_: Duration = Field(default=timedelta(0), alias="for")
-    # Not inherited by rules: how long checks may fail before dialwatch alerts about itself.
+    # Not inherited by rules: how long checks may fail before dialwatch alerts about itself,
+    # and how long a channel's message waits to gather more alerts.
     unhealthy_after: Duration = timedelta(minutes=10)
+    group_wait: Duration = timedelta(0)
 
 
 def _one_or_many(value: object) -> object:

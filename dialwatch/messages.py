@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from dialwatch.alerts import AlertState, Decision
 from dialwatch.evaluate import Finding
@@ -27,8 +28,7 @@ class AlertSpec:
     max_repeats: int | None = None
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     title: str
     body: str
     notify_type: str
@@ -99,6 +99,22 @@ def compose_event(
         "\n".join(body),
         NOTIFY_TYPE[spec.severity],
     )
+
+
+# A group takes the most urgent notify type of its parts, and the matching label.
+_URGENCY = {"failure": ("CRITICAL", 3), "warning": ("WARNING", 2), "info": ("INFO", 1),
+            "success": ("RESOLVED", 0)}  # fmt: skip
+
+
+def combine(account: str, parts: list[tuple[str, Message]]) -> Message:
+    """One message for several (alert, message) parts bound for the same channel."""
+    if len(parts) == 1:
+        return parts[0][1]
+    notify_type = max((m.notify_type for _, m in parts), key=lambda t: _URGENCY[t][1])
+    rules = ", ".join(alert.rsplit("/", 1)[-1] for alert, _ in parts)
+    title = f"[{_URGENCY[notify_type][0]}] {account}: {len(parts)} notifications ({rules})"
+    body = "\n\n".join(f"{i}. {m.title}\n{m.body}" for i, (_, m) in enumerate(parts, 1))
+    return Message(title, body, notify_type)
 
 
 def _sentence(text: str) -> str:

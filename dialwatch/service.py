@@ -301,6 +301,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
         if ledger
         else None,
         failing_since=failing_since,
+        group_wait=watcher.rules.defaults.group_wait,
     )
     return report
 

@@ -10,6 +10,7 @@ the service does a handful per check.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from dialwatch.alerts import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.config import Match
 from dialwatch.errors import ConfigError
-from dialwatch.messages import Message
+from dialwatch.messages import Message, combine
 from dialwatch.model import ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.units import Money
 
@@ -31,7 +32,9 @@ TOP = 3  # contributors listed in a spend message
 HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
 HISTORY_KEPT = timedelta(days=8)
 
-SCHEMA_VERSION = 1  # bump with a migration when a table changes
+SCHEMA_VERSION = 2  # bump with a migration in _MIGRATIONS when a table changes
+# What takes a state file from version N-1 to N.
+_MIGRATIONS = {2: "ALTER TABLE outbox ADD COLUMN parts TEXT NOT NULL DEFAULT '[]'"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     account TEXT NOT NULL,
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     delivered_at TEXT,
-    expired_at TEXT
+    expired_at TEXT,
+    parts TEXT NOT NULL DEFAULT '[]'  -- JSON: the (alert, message) pairs a group combines
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND expired_at IS NULL;
@@ -214,6 +218,9 @@ class Store:
                 f"{path}: state file is from a newer dialwatch (schema {version}, this one "
                 f"reads {SCHEMA_VERSION}); upgrade dialwatch or point DIALWATCH_STATE elsewhere"
             )
+        if version:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                self._db.execute(_MIGRATIONS[step])
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -278,8 +285,13 @@ class Store:
         balance: Money | None = None,
         ledger: LedgerCheckpoint | None = None,
         failing_since: datetime | None = None,
+        group_wait: timedelta = timedelta(0),
     ) -> None:
-        """Record one check's outcome and queue its notifications, atomically."""
+        """Record one check's outcome and queue its notifications, atomically.
+
+        A channel's notifications of one check become one message. With `group_wait`,
+        that message waits so long, and later checks add to it until it goes out.
+        """
         stamp = to_iso(now)
         with self._transaction() as db:
             if failing_since is None:
@@ -336,24 +348,48 @@ class Store:
                 "DELETE FROM spend_days WHERE account = ? AND day < ?",
                 (account, horizon.strftime("%Y-%m-%d")),
             )
-            db.executemany(
-                "INSERT INTO outbox (alert, decision, channel, title, body, notify_type, "
-                "created_at, expires_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.alert,
-                        e.decision,
-                        e.channel,
-                        e.message.title,
-                        e.message.body,
-                        e.message.notify_type,
-                        stamp,
-                        to_iso(expires_at),
-                        stamp,
-                    )
-                    for e in outbox
-                ],
+            by_channel: dict[str, list[tuple[str, str, Message]]] = {}
+            for e in outbox:
+                by_channel.setdefault(e.channel, []).append((e.alert, e.decision, e.message))
+            for channel, entries in by_channel.items():
+                self._queue(db, account, channel, entries, now, expires_at, group_wait)
+
+    def _queue(
+        self,
+        db: sqlite3.Connection,
+        account: str,
+        channel: str,
+        entries: list[tuple[str, str, Message]],
+        now: datetime,
+        expires_at: datetime,
+        group_wait: timedelta,
+    ) -> None:
+        parts = [[alert, decision, *message] for alert, decision, message in entries]
+        waiting = None
+        if group_wait > timedelta(0):
+            waiting = db.execute(
+                f"SELECT id, parts FROM outbox WHERE channel = ? AND {_UNDELIVERED} "
+                "AND attempts = 0 AND next_attempt_at > ? ORDER BY id DESC LIMIT 1",
+                (channel, to_iso(now)),
+            ).fetchone()
+        if waiting is not None:
+            parts = json.loads(waiting[1]) + parts
+        message = combine(account, [(p[0], Message(p[2], p[3], p[4])) for p in parts])
+        alert = ",".join(dict.fromkeys(p[0] for p in parts))
+        decision = parts[0][1] if len(parts) == 1 else "group"
+        values = (alert, decision, *message, json.dumps(parts))
+        if waiting is not None:
+            db.execute(
+                "UPDATE outbox SET alert = ?, decision = ?, title = ?, body = ?, "
+                "notify_type = ?, parts = ? WHERE id = ?",
+                (*values, waiting[0]),
             )
+            return
+        db.execute(
+            "INSERT INTO outbox (alert, decision, title, body, notify_type, parts, channel, "
+            "created_at, expires_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, channel, to_iso(now), to_iso(expires_at), to_iso(now + group_wait)),
+        )
 
     def ledger_cursor(self, account: str) -> datetime | None:
         """The newest instant a committed check has read the ledger up to."""

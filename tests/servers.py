@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -54,6 +55,17 @@ class WebhookReceiver:
     @property
     def titles(self) -> list[str]:
         return [m["title"] for m in self.received]
+
+    @property
+    def alert_titles(self) -> list[str]:
+        """Each alert's own title, reading a grouped message's numbered parts as a person would."""
+        return [title for m in self.received for title in part_titles(m["title"], m["message"])]
+
+
+def part_titles(title: str, body: str) -> list[str]:
+    if not re.search(r": \d+ notifications \(", title):
+        return [title]
+    return re.findall(r"^\d+\. (\[.*)$", body, flags=re.MULTILINE)
 
 
 class _Inbox:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 from dialwatch.demo import run_demo
@@ -14,7 +15,13 @@ async def test_demo_fires_groups_and_resolves_then_ends() -> None:
     await run_demo(out, scene_seconds=0.4, interval=timedelta(seconds=0.1))
     text = out.getvalue()
 
-    titles = [line.strip() for line in text.splitlines() if line.startswith("  [")]
+    # Each alert's title, whether alone or as a numbered part of a grouped message.
+    titles = [
+        match[1]
+        for line in text.splitlines()
+        if (match := re.match(r"^  (?:\d+\. )?(\[.*)$", line))
+        and not re.search(r": \d+ notifications \(", match[1])
+    ]
     assert titles[0] == "[WARNING] dial / wallet-low: balance $47.00 is below $50.00"
     assert titles[1].startswith("[WARNING] dial / cancelling: subscription cancels at period end")
     assert titles[1].endswith("(20 days left)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +339,7 @@ async def test_subscription_numbers_and_payment_rules_fire_with_dates(
     for name, value in change.items():
         setattr(harness.dial.account, name, value)
     await check_and_deliver(harness)
-    assert title in webhook.titles
+    assert title in webhook.alert_titles
 
 
 async def test_unknown_fields_and_enum_values_are_tolerated(
@@ -448,11 +448,11 @@ async def test_silenced_alert_fires_quietly_and_is_announced_when_the_silence_en
 
     assert [o.silenced_by for o in report.outcomes if o.spec.name.startswith("wallet")] == [1, 1]
     assert [o.state.status for o in report.firing if o.spec.name == "wallet-low"] == [Status.FIRING]
-    assert [t.split(":")[0] for t in webhook.titles] == ["[WARNING] dial / cancelling"]
+    assert [t.split(":")[0] for t in webhook.alert_titles] == ["[WARNING] dial / cancelling"]
 
     harness.clock.advance(hours=2)
     await check_and_deliver(harness)
-    assert sorted(webhook.titles[1:]) == [
+    assert sorted(webhook.alert_titles[1:]) == [
         "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
         "[WARNING] dial / wallet-low: balance $9.00 is below $50.00",
     ]
@@ -490,13 +490,78 @@ async def test_firing_source_inhibits_targets_until_it_clears(
 
     inhibited = {o.spec.name: o.inhibited_by for o in report.outcomes if o.inhibited_by}
     assert inhibited == {"wallet-low": "numbers-at-risk", "wallet-critical": "numbers-at-risk"}
-    assert [t.split(":")[0] for t in webhook.titles] == ["[CRITICAL] dial / numbers-at-risk"]
+    assert [t.split(":")[0] for t in webhook.alert_titles] == ["[CRITICAL] dial / numbers-at-risk"]
 
     h.dial.account.numbers_release_at = None  # Dial no longer plans to release the numbers
     h.clock.advance(minutes=5)
     await check_and_deliver(h)
-    assert sorted(t.split(":")[0] for t in webhook.titles[1:]) == [
+    assert sorted(t.split(":")[0] for t in webhook.alert_titles[1:]) == [
         "[CRITICAL] dial / wallet-critical",
         "[RESOLVED] dial / numbers-at-risk",
         "[WARNING] dial / wallet-low",
     ]
+
+
+async def test_alerts_of_one_check_are_one_message_per_channel(
+    harness: Harness, webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """Three alerts at once: one grouped message on oncall, finance gets its single one."""
+    harness.dial.account.balance_cents = 900
+    assert harness.dial.account.subscription is not None
+    harness.dial.account.subscription["cancelAtPeriodEnd"] = True
+    await check_and_deliver(harness)
+
+    assert webhook.titles == [
+        "[CRITICAL] dial: 3 notifications (wallet-low, wallet-critical, cancelling)"
+    ]
+    assert webhook.received[0]["type"] == "failure"  # the most urgent part decides
+    body = webhook.received[0]["message"]
+    assert body.startswith("1. [WARNING] dial / wallet-low: balance $9.00 is below $50.00\n")
+    assert "\n\n2. [CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00\n" in body
+    assert "\n\n3. [WARNING] dial / cancelling: subscription cancels" in body
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $9.00 is below $50.00"]
+
+
+async def test_group_wait_gathers_alerts_of_later_checks_into_the_waiting_message(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """With group_wait 2m, an alert a minute later joins the first; one message at 2m."""
+    h = await make_harness(
+        RULES.replace("  repeat_every: 4h\n", "  repeat_every: 4h\n  group_wait: 2m\n")
+    )
+    h.dial.account.balance_cents = 4000
+    await check_and_deliver(h)
+    assert webhook.received == []  # waiting for company
+
+    h.clock.advance(minutes=1)
+    assert h.dial.account.subscription is not None
+    h.dial.account.subscription["cancelAtPeriodEnd"] = True
+    await check_and_deliver(h)
+    assert webhook.received == []
+
+    h.clock.advance(minutes=1)
+    await check_and_deliver(h)
+    assert webhook.titles == ["[WARNING] dial: 2 notifications (wallet-low, cancelling)"]
+
+
+def test_state_file_of_schema_1_is_migrated(tmp_path: Path) -> None:
+    """An outbox from before grouping gains its parts column; its rows stay deliverable."""
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, alert TEXT NOT NULL, "
+            "decision TEXT NOT NULL, channel TEXT NOT NULL, title TEXT NOT NULL, body TEXT NOT NULL, "
+            "notify_type TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, "
+            "next_attempt_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, "
+            "delivered_at TEXT, expired_at TEXT)"
+        )
+        db.execute(
+            "INSERT INTO outbox (alert, decision, channel, title, body, notify_type, created_at, "
+            "expires_at, next_attempt_at) VALUES ('dial/x', 'first', 'oncall', 'T', 'B', 'info', "
+            "'2026-11-21T12:00:00.000000Z', '2026-11-22T12:00:00.000000Z', '2026-11-21T12:00:00.000000Z')"
+        )
+        db.execute("PRAGMA user_version=1")
+    store = Store(path)
+    due = store.due(datetime(2026, 11, 21, 13, tzinfo=UTC))
+    assert [(row.channel, row.message.title) for row in due] == [("oncall", "T")]
+    store.close()
