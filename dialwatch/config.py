@@ -195,7 +195,8 @@ LEDGER_KINDS = (SpendAbove, UsageItem, LedgerEvent, RunwayBelow)
 # Rules that are events (one message per batch of new items), not conditions that hold.
 ItemRule = UsageItem | LedgerEvent
 # Keys a rule inherits from `defaults:` when it does not set them itself.
-INHERITED = ("notify", "repeat_every", "max_repeats", "send_resolved", "for")
+# `notify` is not among them: a rule without its own goes by `routes`, then defaults.notify.
+INHERITED = ("repeat_every", "max_repeats", "send_resolved", "for")
 
 
 class Defaults(_Strict):
@@ -223,13 +224,31 @@ class AlertMatcher(_Strict):
     rule: Names = ()
     kind: Names = ()
     severity: Annotated[tuple[Severity, ...], BeforeValidator(_one_or_many)] = ()
+    account: Names = ()
+    provider: Names = ()
 
-    def matches(self, rule: str, kind: str, severity: str) -> bool:
-        return (
-            (not self.rule or rule in self.rule)
-            and (not self.kind or kind in self.kind)
-            and (not self.severity or severity in self.severity)
+    def matches(
+        self, rule: str, kind: str, severity: str, account: str = "", provider: str = ""
+    ) -> bool:
+        return all(
+            not wanted or value in wanted
+            for wanted, value in (
+                (self.rule, rule),
+                (self.kind, kind),
+                (self.severity, severity),
+                (self.account, account),
+                (self.provider, provider),
+            )
         )
+
+
+class Route(_Strict):
+    """Sends matching alerts to `notify`; the first route that matches decides, unless it
+    says `continue: true`, and then the next matching routes add their channels too."""
+
+    match: AlertMatcher = AlertMatcher()
+    notify: tuple[Name, ...]
+    continue_: bool = Field(default=False, alias="continue")
 
 
 class Inhibit(_Strict):
@@ -245,7 +264,23 @@ class RulesFile(_Strict):
     channels: dict[Name, SecretStr]
     defaults: Defaults = Defaults()
     rules: tuple[Rule, ...] = ()
+    routes: tuple[Route, ...] = ()
     inhibit: tuple[Inhibit, ...] = ()
+
+    def channels_for(
+        self, rule: str, kind: str, severity: str, account: str, provider: str, own: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """Where an alert goes: the rule's own `notify`; else the matching routes; else
+        defaults.notify; else (for dialwatch's own alerts) every channel."""
+        if own:
+            return own
+        chosen: list[str] = []
+        for route in self.routes:
+            if route.match.matches(rule, kind, severity, account, provider):
+                chosen += [c for c in route.notify if c not in chosen]
+                if not route.continue_:
+                    break
+        return tuple(chosen) or self.defaults.notify or tuple(self.channels)
 
 
 @dataclass
@@ -462,7 +497,11 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
     defaults = data.get("defaults")
     if isinstance(defaults, dict):
         check_notify(("defaults", "notify"), defaults.get("notify"))
-    raw_rules = source.data.get("rules") if isinstance(source.data, dict) else None
+    routes = data.get("routes")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        if isinstance(route, dict):
+            check_notify(("routes", index, "notify"), route.get("notify"))
+    has_fallback = bool(routes) or (isinstance(defaults, dict) and bool(defaults.get("notify")))
     rules = data.get("rules")
     seen: dict[str, int] = {}
     for index, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -477,11 +516,12 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
             )
         if isinstance(name, str):
             seen.setdefault(name, index)
-        if not rule.get("notify"):
-            add(("rules", index), "no channel to notify: set notify here or in defaults.notify")
-        # A list inherited from defaults was checked there; report it once.
-        if isinstance(raw_rules, list) and "notify" in raw_rules[index]:
-            check_notify(("rules", index, "notify"), rule.get("notify"))
+        if not rule.get("notify") and not has_fallback:
+            add(
+                ("rules", index),
+                "no channel to notify: set notify here, in defaults.notify, or add routes",
+            )
+        check_notify(("rules", index, "notify"), rule.get("notify"))
     names = [*seen, *WATCHER_ALERTS]
     kinds = [*RULE_KINDS, *WATCHER_ALERTS.values()]
     inhibit = data.get("inhibit")

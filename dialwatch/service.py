@@ -126,12 +126,17 @@ class CycleReport:
         return [(ch, o) for o in self.outcomes if o.message for ch in o.spec.notify]
 
 
-def rule_spec(rule: Rule) -> AlertSpec:
+PROVIDER = "dial"  # the one provider so far; routes can match on it already
+
+
+def rule_spec(rules: RulesFile, rule: Rule, account: str) -> AlertSpec:
     return AlertSpec(
         name=rule.name,
         kind=rule.kind,
         severity=rule.severity,
-        notify=rule.notify,
+        notify=rules.channels_for(
+            rule.name, rule.kind, rule.severity, account, PROVIDER, rule.notify
+        ),
         hold=rule.for_,
         repeat_every=rule.repeat_every,
         send_resolved=rule.send_resolved,
@@ -139,13 +144,14 @@ def rule_spec(rule: Rule) -> AlertSpec:
     )
 
 
-def watcher_spec(rules: RulesFile, name: str, kind: str) -> AlertSpec:
-    """One of dialwatch's own alerts, sent to the default channels (all, if none)."""
+def watcher_spec(rules: RulesFile, name: str, kind: str, account: str) -> AlertSpec:
+    """One of dialwatch's own alerts: routed like any other, else to the default channels,
+    else to all."""
     return AlertSpec(
         name=name,
         kind=kind,
         severity="critical",
-        notify=rules.defaults.notify or tuple(rules.channels),
+        notify=rules.channels_for(name, kind, "critical", account, PROVIDER, ()),
         hold=timedelta(0),
         repeat_every=rules.defaults.repeat_every,
         send_resolved=True,
@@ -246,11 +252,11 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     evaluations = _evaluate_all(watcher, now, snapshot, ledger, states, spend)
     if error is None or isinstance(error, AuthError):
         # Other failures say nothing about the key: its alert stays as it was.
-        auth = watcher_spec(watcher.rules, AUTH_ALERT, "watcher_auth")
+        auth = watcher_spec(watcher.rules, AUTH_ALERT, "watcher_auth", account)
         evaluations.append((auth, _auth_finding(error, account)))
     errors = [e for e in (error, ledger_error) if e is not None]
     failing_since = (watcher.store.failing_since(account) or now) if errors else None
-    unhealthy = watcher_spec(watcher.rules, UNHEALTHY_ALERT, "watcher_unhealthy")
+    unhealthy = watcher_spec(watcher.rules, UNHEALTHY_ALERT, "watcher_unhealthy", account)
     after = watcher.rules.defaults.unhealthy_after
     evaluations.append((unhealthy, _unhealthy_finding(errors, failing_since, now, after)))
 
@@ -334,7 +340,7 @@ def _evaluate_all(
             burned = store.spend(account, now - rule.lookback).total
             finding = evaluate_runway(rule, snapshot.balance, burned)
         if finding is not None:
-            evaluations.append((rule_spec(rule), finding))
+            evaluations.append((rule_spec(watcher.rules, rule, account), finding))
     return evaluations
 
 
@@ -405,7 +411,7 @@ def _item_events(
         matches = watcher.store.item_matches(watcher.account, rule.name, ITEMS_SHOWN)
         if not matches.count:
             continue
-        spec = rule_spec(rule)
+        spec = rule_spec(watcher.rules, rule, watcher.account)
         summary = item_rule_summary(rule, matches.count, matches.total, matches.shown[0])
         message = compose_event(
             watcher.account,

@@ -79,7 +79,7 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             4,
             5,
             "rules[0]",
-            "no channel to notify: set notify here or in defaults.notify",
+            "no channel to notify: set notify here, in defaults.notify, or add routes",
         ),
         ("missing_threshold", 6, 5, "rules[0].threshold", "required key is missing"),
         (
@@ -166,9 +166,13 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     """rules.example.yaml loads, with ${VAR}s set, and its values parse exactly."""
     rules = load_rules(
         EXAMPLE,
-        env={"SLACK_WEBHOOK_URL": "slack://TokenA/TokenB/TokenC/#alerts", "SMTP_PASSWORD": "pw"},
+        env={
+            "SLACK_WEBHOOK_URL": "slack://TokenA/TokenB/TokenC/#alerts",
+            "SMTP_PASSWORD": "pw",
+            "PAGER_URL": "pagerduty://IntegrationKey@ApiKey",
+        },
     )
-    assert list(rules.channels) == ["oncall", "finance"]
+    assert list(rules.channels) == ["oncall", "finance", "pager"]
     low = rules.rules[0]
     assert isinstance(low, BalanceBelow)
     assert low.threshold == Money(5000, "USD")
@@ -195,7 +199,13 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     )
     assert monthly.amount == Money(25000, "USD")
     empty = rules.rules[1]
-    assert empty.notify == ("oncall",)  # from defaults
+    assert empty.notify == ()  # none of its own: routed (critical goes to oncall and pager)
+    route = rules.channels_for(empty.name, empty.kind, empty.severity, "dial", "dial", ())
+    assert route == ("oncall", "pager")
+    runway = rules.rules[-1]
+    assert rules.channels_for(runway.name, runway.kind, "warning", "dial", "dial", ()) == (
+        "oncall",
+    )  # no route matches: defaults.notify
     assert empty.repeat_every == timedelta(hours=4)
     assert rules.rules[3].severity == "critical"
 

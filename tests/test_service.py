@@ -565,3 +565,43 @@ def test_state_file_of_schema_1_is_migrated(tmp_path: Path) -> None:
     due = store.due(datetime(2026, 11, 21, 13, tzinfo=UTC))
     assert [(row.channel, row.message.title) for row in due] == [("oncall", "T")]
     store.close()
+
+
+ROUTED = """
+channels:
+  oncall: "{webhook}"
+  finance: "{smtp}"
+routes:
+  - match: {{severity: critical}}
+    notify: [finance]
+    continue: true
+  - notify: [oncall]
+rules:
+  - name: wallet-low
+    kind: balance_below
+    threshold: "$50.00"
+  - name: wallet-critical
+    kind: balance_below
+    threshold: "$10.00"
+    severity: critical
+  - name: cancelling
+    kind: subscription_cancelling
+    notify: [finance]
+"""
+
+
+async def test_routes_send_by_severity_and_rules_naming_notify_keep_their_channels(
+    make_harness: MakeHarness, webhook: WebhookReceiver, smtp: SmtpServer
+) -> None:
+    """critical goes to finance and (continue) oncall; warning to oncall; own notify wins."""
+    h = await make_harness(ROUTED)
+    h.dial.account.balance_cents = 900
+    assert h.dial.account.subscription is not None
+    h.dial.account.subscription["cancelAtPeriodEnd"] = True
+    await check_and_deliver(h)
+
+    assert webhook.alert_titles == [
+        "[WARNING] dial / wallet-low: balance $9.00 is below $50.00",
+        "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
+    ]
+    assert smtp.subjects == ["[CRITICAL] dial: 2 notifications (wallet-critical, cancelling)"]
