@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import apprise
@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from dialwatch.errors import ConfigError, ConfigIssue
+from dialwatch.quiet_hours import TimeInterval
 from dialwatch.units import Money, parse_duration, parse_money
 
 Severity = Literal["info", "warning", "critical"]
@@ -59,6 +60,8 @@ class _RuleBase(_Strict):
     name: Name
     severity: Severity = "warning"
     notify: tuple[Name, ...] = ()
+    mute_during: tuple[Name, ...] = ()  # names in time_intervals
+    mute_critical: bool = False  # critical alerts break through quiet hours unless True
     for_: Duration = Field(default=timedelta(0), alias="for")
     repeat_every: RepeatEvery = timedelta(hours=4)
     max_repeats: Annotated[int, Field(ge=0)] | None = None
@@ -249,6 +252,15 @@ class Route(_Strict):
     match: AlertMatcher = AlertMatcher()
     notify: tuple[Name, ...]
     continue_: bool = Field(default=False, alias="continue")
+    mute_during: tuple[Name, ...] = ()
+    mute_critical: bool = False
+
+
+class Target(NamedTuple):
+    """One channel an alert goes to, and the quiet hours that hold it back there."""
+
+    channel: str
+    quiet: tuple[TimeInterval, ...] = ()
 
 
 class Inhibit(_Strict):
@@ -266,21 +278,34 @@ class RulesFile(_Strict):
     rules: tuple[Rule, ...] = ()
     routes: tuple[Route, ...] = ()
     inhibit: tuple[Inhibit, ...] = ()
+    time_intervals: dict[Name, tuple[TimeInterval, ...]] = {}
 
-    def channels_for(
-        self, rule: str, kind: str, severity: str, account: str, provider: str, own: tuple[str, ...]
-    ) -> tuple[str, ...]:
+    def targets_for(
+        self, rule: str, kind: str, severity: str, account: str, provider: str,
+        own: _RuleBase | None = None,
+    ) -> tuple[Target, ...]:  # fmt: skip
         """Where an alert goes: the rule's own `notify`; else the matching routes; else
-        defaults.notify; else (for dialwatch's own alerts) every channel."""
-        if own:
-            return own
-        chosen: list[str] = []
+        defaults.notify; else (for dialwatch's own alerts) every channel. Each target
+        carries the quiet hours of the rule and of the route that chose it."""
+        own_quiet = self._quiet(own, severity) if own else ()
+        if own and own.notify:
+            return tuple(Target(channel, own_quiet) for channel in own.notify)
+        chosen: dict[str, tuple[TimeInterval, ...]] = {}
         for route in self.routes:
             if route.match.matches(rule, kind, severity, account, provider):
-                chosen += [c for c in route.notify if c not in chosen]
+                for channel in route.notify:
+                    chosen.setdefault(channel, own_quiet + self._quiet(route, severity))
                 if not route.continue_:
                     break
-        return tuple(chosen) or self.defaults.notify or tuple(self.channels)
+        if chosen:
+            return tuple(Target(channel, quiet) for channel, quiet in chosen.items())
+        fallback = self.defaults.notify or tuple(self.channels)
+        return tuple(Target(channel, own_quiet) for channel in fallback)
+
+    def _quiet(self, source: _RuleBase | Route, severity: str) -> tuple[TimeInterval, ...]:
+        if severity == "critical" and not source.mute_critical:
+            return ()  # critical breaks through quiet hours
+        return tuple(i for name in source.mute_during for i in self.time_intervals[name])
 
 
 @dataclass
@@ -497,10 +522,20 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
     defaults = data.get("defaults")
     if isinstance(defaults, dict):
         check_notify(("defaults", "notify"), defaults.get("notify"))
+    intervals = data.get("time_intervals")
+    interval_names = list(intervals) if isinstance(intervals, dict) else []
+
+    def check_mute(loc: tuple[Any, ...], names: object) -> None:
+        for i, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in interval_names:
+                defined = ", ".join(interval_names) or "none defined"
+                add((*loc, i), f"no time interval named '{name}'; defined: {defined}")
+
     routes = data.get("routes")
     for index, route in enumerate(routes if isinstance(routes, list) else []):
         if isinstance(route, dict):
             check_notify(("routes", index, "notify"), route.get("notify"))
+            check_mute(("routes", index, "mute_during"), route.get("mute_during"))
     has_fallback = bool(routes) or (isinstance(defaults, dict) and bool(defaults.get("notify")))
     rules = data.get("rules")
     seen: dict[str, int] = {}
@@ -522,6 +557,7 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
                 "no channel to notify: set notify here, in defaults.notify, or add routes",
             )
         check_notify(("rules", index, "notify"), rule.get("notify"))
+        check_mute(("rules", index, "mute_during"), rule.get("mute_during"))
     names = [*seen, *WATCHER_ALERTS]
     kinds = [*RULE_KINDS, *WATCHER_ALERTS.values()]
     inhibit = data.get("inhibit")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from dialwatch.alerts import AlertState, Decision
+from dialwatch.config import Target
 from dialwatch.evaluate import Finding
 from dialwatch.units import format_duration
 
@@ -21,11 +22,15 @@ class AlertSpec:
     name: str
     kind: str
     severity: str
-    notify: tuple[str, ...]
+    targets: tuple[Target, ...]
     hold: timedelta
     repeat_every: timedelta | None
     send_resolved: bool
     max_repeats: int | None = None
+
+    @property
+    def notify(self) -> tuple[str, ...]:
+        return tuple(target.channel for target in self.targets)
 
 
 class Message(NamedTuple):

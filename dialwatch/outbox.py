@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
 
 import structlog
 
+from dialwatch.messages import combine
 from dialwatch.notify import Notifier
-from dialwatch.store import OutboxRow, Store
+from dialwatch.store import OutboxRow, Part, Store
 
 log = structlog.get_logger("dialwatch.outbox")
 
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(minutes=15)
+
+
+def _still_news(store: Store, row: OutboxRow) -> list[Part]:
+    """The parts of a message held by quiet hours that still matter when they end: an
+    alert that still fires, or the resolution of one this channel was told about."""
+    return [
+        part
+        for part in row.parts
+        if (part.decision == "resolved" and store.was_announced(row.channel, part.alert))
+        or (part.decision != "resolved" and store.is_firing(part.alert))
+    ]
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -50,6 +62,17 @@ async def _deliver_channel(
 ) -> None:
     for row in rows:
         bound = log.bind(channel=row.channel, alert=row.alert, decision=row.decision)
+        if row.held:
+            kept = _still_news(store, row)
+            if not kept:
+                store.mark_expired(row.id, now, "dropped: cleared during quiet hours")
+                bound.info("notify.dropped", why="cleared during quiet hours, never announced")
+                continue
+            if len(kept) < len(row.parts):
+                account = kept[0].alert.partition("/")[0]
+                message = combine(account, [(p.alert, p.message) for p in kept])
+                store.keep_parts(row.id, kept, message)
+                row = replace(row, message=message, parts=tuple(kept))
         if now >= row.expires_at:
             store.mark_expired(row.id, now)
             report.expired.append(row)

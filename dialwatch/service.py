@@ -26,6 +26,7 @@ from dialwatch.config import (
     RunwayBelow,
     SnapshotRule,
     SpendAbove,
+    Target,
     UsageItem,
     load_rules,
 )
@@ -47,6 +48,7 @@ from dialwatch.metrics import Metrics
 from dialwatch.model import BillingSnapshot
 from dialwatch.notify import AppriseNotifier, Notifier
 from dialwatch.outbox import deliver_due
+from dialwatch.quiet_hours import quiet_until
 from dialwatch.settings import Settings
 from dialwatch.store import OutboxEntry, Store
 from dialwatch.units import Money, format_duration
@@ -123,7 +125,11 @@ class CycleReport:
 
     @property
     def notifications(self) -> list[tuple[str, Outcome]]:
-        return [(ch, o) for o in self.outcomes if o.message for ch in o.spec.notify]
+        return [(t.channel, o) for t, o in self.deliveries]
+
+    @property
+    def deliveries(self) -> list[tuple[Target, Outcome]]:
+        return [(t, o) for o in self.outcomes if o.message for t in o.spec.targets]
 
 
 PROVIDER = "dial"  # the one provider so far; routes can match on it already
@@ -134,9 +140,7 @@ def rule_spec(rules: RulesFile, rule: Rule, account: str) -> AlertSpec:
         name=rule.name,
         kind=rule.kind,
         severity=rule.severity,
-        notify=rules.channels_for(
-            rule.name, rule.kind, rule.severity, account, PROVIDER, rule.notify
-        ),
+        targets=rules.targets_for(rule.name, rule.kind, rule.severity, account, PROVIDER, rule),
         hold=rule.for_,
         repeat_every=rule.repeat_every,
         send_resolved=rule.send_resolved,
@@ -151,7 +155,7 @@ def watcher_spec(rules: RulesFile, name: str, kind: str, account: str) -> AlertS
         name=name,
         kind=kind,
         severity="critical",
-        notify=rules.channels_for(name, kind, "critical", account, PROVIDER, ()),
+        targets=rules.targets_for(name, kind, "critical", account, PROVIDER),
         hold=timedelta(0),
         repeat_every=rules.defaults.repeat_every,
         send_resolved=True,
@@ -295,8 +299,14 @@ async def _cycle(watcher: Watcher) -> CycleReport:
         now,
         {o.spec.name: o.state for o in outcomes if o.decision is not Decision.EVENT},
         [
-            OutboxEntry(f"{account}/{o.spec.name}", o.decision.value, channel, o.message)
-            for channel, o in report.notifications
+            OutboxEntry(
+                f"{account}/{o.spec.name}",
+                o.decision.value,
+                target.channel,
+                o.message,
+                quiet_until(target.quiet, now),
+            )
+            for target, o in report.deliveries
             if o.message is not None
         ],
         expires_at=now + watcher.outbox_expiry,

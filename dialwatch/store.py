@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dialwatch.alerts import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
@@ -32,9 +32,12 @@ TOP = 3  # contributors listed in a spend message
 HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
 HISTORY_KEPT = timedelta(days=8)
 
-SCHEMA_VERSION = 2  # bump with a migration in _MIGRATIONS when a table changes
+SCHEMA_VERSION = 3  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N.
-_MIGRATIONS = {2: "ALTER TABLE outbox ADD COLUMN parts TEXT NOT NULL DEFAULT '[]'"}
+_MIGRATIONS = {
+    2: "ALTER TABLE outbox ADD COLUMN parts TEXT NOT NULL DEFAULT '[]'",
+    3: "ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     account TEXT NOT NULL,
@@ -66,7 +69,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     delivered_at TEXT,
     expired_at TEXT,
-    parts TEXT NOT NULL DEFAULT '[]'  -- JSON: the (alert, message) pairs a group combines
+    parts TEXT NOT NULL DEFAULT '[]',  -- JSON: [alert, decision, title, body, notify_type]
+    held INTEGER NOT NULL DEFAULT 0  -- held back by quiet hours until next_attempt_at
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at)
     WHERE delivered_at IS NULL AND expired_at IS NULL;
@@ -131,7 +135,10 @@ CREATE TABLE IF NOT EXISTS item_matches (
 
 _UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
 # The oldest undelivered notification of each channel.
-_HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} GROUP BY channel"
+_HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} AND held = 0 GROUP BY channel"
+# What can be sent next: each channel's oldest message, and messages held by quiet hours
+# (those keep their own time and never block a channel's queue).
+_NEXT = f"id IN ({_HEADS}) OR (held = 1 AND {_UNDELIVERED})"
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,7 @@ class OutboxEntry:
     decision: str
     channel: str
     message: Message
+    hold_until: datetime | None = None  # quiet hours on this channel end then
 
 
 @dataclass(frozen=True)
@@ -181,11 +189,21 @@ class OutboxRow:
     last_error: str | None
     delivered_at: datetime | None = None
     expired_at: datetime | None = None
+    parts: tuple[Part, ...] = ()
+    held: bool = False
+
+
+class Part(NamedTuple):
+    """One alert's message inside an outbox row (a group has several)."""
+
+    alert: str
+    decision: str
+    message: Message
 
 
 _OUTBOX_COLUMNS = (
     "id, alert, decision, channel, title, body, notify_type, created_at, expires_at, "
-    "attempts, last_error, delivered_at, expired_at"
+    "attempts, last_error, delivered_at, expired_at, parts, held"
 )
 
 
@@ -202,6 +220,8 @@ def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
         last_error=r[10],
         delivered_at=from_iso(r[11]) if r[11] else None,
         expired_at=from_iso(r[12]) if r[12] else None,
+        parts=tuple(Part(p[0], p[1], Message(*p[2:])) for p in json.loads(r[13])),
+        held=bool(r[14]),
     )
 
 
@@ -348,11 +368,14 @@ class Store:
                 "DELETE FROM spend_days WHERE account = ? AND day < ?",
                 (account, horizon.strftime("%Y-%m-%d")),
             )
-            by_channel: dict[str, list[tuple[str, str, Message]]] = {}
+            # One message per channel, and per end of quiet hours for what they hold back.
+            groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
             for e in outbox:
-                by_channel.setdefault(e.channel, []).append((e.alert, e.decision, e.message))
-            for channel, entries in by_channel.items():
-                self._queue(db, account, channel, entries, now, expires_at, group_wait)
+                groups.setdefault((e.channel, e.hold_until), []).append(
+                    (e.alert, e.decision, e.message)
+                )
+            for (channel, hold_until), entries in groups.items():
+                self._queue(db, account, channel, entries, now, expires_at, group_wait, hold_until)
 
     def _queue(
         self,
@@ -363,14 +386,28 @@ class Store:
         now: datetime,
         expires_at: datetime,
         group_wait: timedelta,
+        hold_until: datetime | None,
     ) -> None:
-        parts = [[alert, decision, *message] for alert, decision, message in entries]
+        waiting_alerts = self._waiting_alerts(db, channel)
+        parts = [
+            [alert, decision, *message]
+            for alert, decision, message in entries
+            # A reminder adds nothing while an earlier message about the alert still waits.
+            if not (decision == "repeat" and alert in waiting_alerts)
+        ]
+        if not parts:
+            return
+        send_at = hold_until or now + group_wait
         waiting = None
-        if group_wait > timedelta(0):
+        if send_at > now:
+            # Join the message already waiting for the same moment on this channel.
             waiting = db.execute(
                 f"SELECT id, parts FROM outbox WHERE channel = ? AND {_UNDELIVERED} "
-                "AND attempts = 0 AND next_attempt_at > ? ORDER BY id DESC LIMIT 1",
-                (channel, to_iso(now)),
+                "AND attempts = 0 AND held = ? AND next_attempt_at > ? "
+                + ("AND next_attempt_at = ? " if hold_until else "")
+                + "ORDER BY id DESC LIMIT 1",
+                (channel, int(hold_until is not None), to_iso(now))
+                + ((to_iso(hold_until),) if hold_until else ()),
             ).fetchone()
         if waiting is not None:
             parts = json.loads(waiting[1]) + parts
@@ -387,8 +424,16 @@ class Store:
             return
         db.execute(
             "INSERT INTO outbox (alert, decision, title, body, notify_type, parts, channel, "
-            "created_at, expires_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*values, channel, to_iso(now), to_iso(expires_at), to_iso(now + group_wait)),
+            "created_at, expires_at, next_attempt_at, held) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                *values,
+                channel,
+                to_iso(now),
+                to_iso(max(expires_at, send_at + (expires_at - now))),
+                to_iso(send_at),
+                int(hold_until is not None),
+            ),
         )
 
     def ledger_cursor(self, account: str) -> datetime | None:
@@ -537,10 +582,10 @@ class Store:
         comes back receives them in the order they were written.
         """
         rows = self._db.execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {_UNDELIVERED} AND channel IN "
-            f"(SELECT channel FROM outbox WHERE id IN ({_HEADS}) AND next_attempt_at <= ?) "
-            "ORDER BY id",
-            (to_iso(now),),
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {_UNDELIVERED} AND ("
+            f"(held = 0 AND channel IN (SELECT channel FROM outbox WHERE id IN ({_HEADS}) "
+            "AND next_attempt_at <= ?)) OR (held = 1 AND next_attempt_at <= ?)) ORDER BY id",
+            (to_iso(now), to_iso(now)),
         )
         return [_outbox_row(r) for r in rows]
 
@@ -557,14 +602,49 @@ class Store:
             (error, to_iso(retry_at), row_id),
         )
 
-    def mark_expired(self, row_id: int, now: datetime) -> None:
-        self._db.execute("UPDATE outbox SET expired_at = ? WHERE id = ?", (to_iso(now), row_id))
+    def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
+        self._db.execute(
+            "UPDATE outbox SET expired_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
+            (to_iso(now), reason, row_id),
+        )
+
+    @staticmethod
+    def _waiting_alerts(db: sqlite3.Connection, channel: str) -> set[str]:
+        rows = db.execute(
+            "SELECT DISTINCT json_extract(part.value, '$[0]') FROM outbox, "
+            f"json_each(outbox.parts) AS part WHERE outbox.channel = ? AND {_UNDELIVERED}",
+            (channel,),
+        )
+        return {alert for (alert,) in rows}
+
+    def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
+        """Narrow a held message to the parts still worth sending."""
+        self._db.execute(
+            "UPDATE outbox SET parts = ?, title = ?, body = ?, notify_type = ? WHERE id = ?",
+            (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
+        )
+
+    def is_firing(self, alert: str) -> bool:
+        """Whether `alert` ("account/rule") is firing now."""
+        account, _, rule = alert.partition("/")
+        row = self._db.execute(
+            "SELECT status FROM alerts WHERE account = ? AND rule = ?", (account, rule)
+        ).fetchone()
+        return bool(row) and row[0] == Status.FIRING.value
+
+    def was_announced(self, channel: str, alert: str) -> bool:
+        """Whether `channel` was sent `alert` as firing (first or reminder)."""
+        row = self._db.execute(
+            "SELECT 1 FROM outbox, json_each(outbox.parts) AS part WHERE outbox.channel = ? "
+            "AND outbox.delivered_at IS NOT NULL AND json_extract(part.value, '$[0]') = ? "
+            "AND json_extract(part.value, '$[1]') IN ('first', 'repeat') LIMIT 1",
+            (channel, alert),
+        ).fetchone()
+        return row is not None
 
     def next_attempt_at(self) -> datetime | None:
         """When the earliest channel is next due, if anything is undelivered."""
-        row = self._db.execute(
-            f"SELECT MIN(next_attempt_at) FROM outbox WHERE id IN ({_HEADS})"
-        ).fetchone()
+        row = self._db.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {_NEXT}").fetchone()
         return from_iso(row[0]) if row and row[0] else None
 
     def retry_now(self, now: datetime) -> int:

@@ -200,12 +200,11 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     assert monthly.amount == Money(25000, "USD")
     empty = rules.rules[1]
     assert empty.notify == ()  # none of its own: routed (critical goes to oncall and pager)
-    route = rules.channels_for(empty.name, empty.kind, empty.severity, "dial", "dial", ())
-    assert route == ("oncall", "pager")
+    route = rules.targets_for(empty.name, empty.kind, empty.severity, "dial", "dial", empty)
+    assert [t.channel for t in route] == ["oncall", "pager"]
     runway = rules.rules[-1]
-    assert rules.channels_for(runway.name, runway.kind, "warning", "dial", "dial", ()) == (
-        "oncall",
-    )  # no route matches: defaults.notify
+    fallback = rules.targets_for(runway.name, runway.kind, "warning", "dial", "dial", runway)
+    assert [t.channel for t in fallback] == ["oncall"]  # no route matches: defaults.notify
     assert empty.repeat_every == timedelta(hours=4)
     assert rules.rules[3].severity == "critical"
 

@@ -1,0 +1,108 @@
+"""Quiet hours: which instants an interval covers, and what the service does in them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dialwatch.quiet_hours import TimeInterval, quiet_until
+from dialwatch.service import run_cycle
+from tests.conftest import RULES, MakeHarness
+from tests.servers import WebhookReceiver
+from tests.test_service import check_and_deliver
+
+NIGHTS = TimeInterval.model_validate(
+    {"weekdays": ["monday-friday"], "times": [{"start": "22:00", "end": "07:00"}],
+     "timezone": "Europe/Berlin"}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("utc", "inside"),
+    [
+        ("2026-11-20T21:30", True),  # Friday 22:30 in Berlin
+        ("2026-11-21T00:30", True),  # Saturday 01:30: Friday's night, which crossed midnight
+        ("2026-11-21T06:30", False),  # Saturday 07:30: over
+        ("2026-11-21T21:30", False),  # Saturday 22:30: weekends are not listed
+        ("2026-11-23T05:59", False),  # Monday 06:59: that night began on Sunday, not listed
+    ],
+    ids=["friday-evening", "after-midnight", "morning-after", "saturday-night", "monday-dawn"],
+)
+def test_interval_crossing_midnight_belongs_to_the_day_it_starts(utc: str, inside: bool) -> None:
+    """22:00-07:00 on weekdays covers the small hours after each of those evenings."""
+    assert NIGHTS.contains(datetime.fromisoformat(utc).replace(tzinfo=UTC)) is inside
+
+
+def test_days_of_month_and_end_of_quiet_hours() -> None:
+    """A day-of-month interval covers that whole day; quiet_until finds the first free minute."""
+    first = TimeInterval.model_validate({"days_of_month": [1]})
+    assert first.contains(datetime(2026, 12, 1, 13, tzinfo=UTC))
+    assert not first.contains(datetime(2026, 12, 2, 0, tzinfo=UTC))
+    assert quiet_until((NIGHTS,), datetime(2026, 11, 20, 23, tzinfo=UTC)) == datetime(
+        2026, 11, 21, 6, 0, tzinfo=UTC
+    )
+    assert quiet_until((NIGHTS,), datetime(2026, 11, 21, 12, tzinfo=UTC)) is None
+
+
+QUIET = (
+    RULES.replace(
+        "rules:\n",
+        "time_intervals:\n  nights:\n    - times: [{{start: '22:00', end: '07:00'}}]\nrules:\n",
+    )
+    .replace(
+        "  - name: wallet-critical\n    kind: balance_below\n",
+        "  - name: wallet-critical\n    kind: balance_below\n    mute_during: [nights]\n",
+    )
+    .replace(
+        "    severity: warning\n    notify: [oncall, finance]\n",
+        "    severity: warning\n    notify: [oncall, finance]\n    mute_during: [nights]\n",
+    )
+)
+
+
+@pytest.fixture
+async def night(make_harness: MakeHarness) -> Any:
+    h = await make_harness(QUIET)
+    h.clock.current = datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+    return h
+
+
+async def test_alert_in_quiet_hours_waits_and_goes_out_when_they_end(
+    night: Any, webhook: WebhookReceiver
+) -> None:
+    """wallet-low at 23:00 under nights: nothing until 07:00, then it arrives, once."""
+    night.dial.account.balance_cents = 4000
+    await check_and_deliver(night)
+    assert webhook.received == []
+
+    night.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    await check_and_deliver(night)
+    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+
+
+async def test_alert_that_clears_in_quiet_hours_is_dropped(
+    night: Any, webhook: WebhookReceiver, log_lines: Any
+) -> None:
+    """Fired at 23:00 and cleared at 02:00: at 07:00 neither message is sent."""
+    night.dial.account.balance_cents = 4000
+    await check_and_deliver(night)
+    night.dial.account.balance_cents = 9000
+    night.clock.current = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    await check_and_deliver(night)
+    night.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    await check_and_deliver(night)
+
+    assert webhook.received == []
+    dropped = [line for line in log_lines() if line["event"] == "notify.dropped"]
+    assert {line["channel"] for line in dropped} == {"oncall", "finance"}
+
+
+async def test_critical_breaks_through_quiet_hours(night: Any, webhook: WebhookReceiver) -> None:
+    """wallet-critical mutes during nights too, but critical is sent at once."""
+    night.dial.account.balance_cents = 500
+    report = await run_cycle(night.watcher)
+    await check_and_deliver(night)
+    assert report.error is None
+    assert webhook.titles == ["[CRITICAL] dial / wallet-critical: balance $5.00 is below $10.00"]
