@@ -32,6 +32,7 @@ from pydantic import (
 
 from dialwatch.errors import ConfigError, ConfigIssue
 from dialwatch.quiet_hours import TimeInterval
+from dialwatch.templates import problem as template_problem
 from dialwatch.units import Money, parse_duration, parse_money
 
 Severity = Literal["info", "warning", "critical"]
@@ -59,6 +60,8 @@ class _Strict(BaseModel):
 class _RuleBase(_Strict):
     name: Name
     severity: Severity = "warning"
+    title: str | None = None  # Jinja2 templates for this rule's messages
+    body: str | None = None
     notify: tuple[Name, ...] = ()
     mute_during: tuple[Name, ...] = ()  # names in time_intervals
     mute_critical: bool = False  # critical alerts break through quiet hours unless True
@@ -270,10 +273,34 @@ class Inhibit(_Strict):
     target: AlertMatcher
 
 
-class RulesFile(_Strict):
-    """A validated rules file. Channel URLs stay SecretStr: they embed tokens."""
+BodyFormat = Literal["markdown", "text", "html"]
 
-    channels: dict[Name, SecretStr]
+
+class Channel(_Strict):
+    """An apprise URL (a SecretStr: it embeds tokens), how bodies are written for it, and
+    optional templates for every message it gets."""
+
+    url: SecretStr
+    format: BodyFormat | None = None  # default: text for email, markdown for the rest
+    title: str | None = None
+    body: str | None = None
+
+    @property
+    def body_format(self) -> BodyFormat:
+        if self.format:
+            return self.format
+        scheme = self.url.get_secret_value().split("://", 1)[0].lower()
+        return "text" if scheme in ("mailto", "mailtos") else "markdown"
+
+
+def _channel(value: object) -> object:
+    return {"url": value} if isinstance(value, str) else value
+
+
+class RulesFile(_Strict):
+    """A validated rules file."""
+
+    channels: dict[Name, Annotated[Channel, BeforeValidator(_channel)]]
     defaults: Defaults = Defaults()
     rules: tuple[Rule, ...] = ()
     routes: tuple[Route, ...] = ()
@@ -509,10 +536,17 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
     known = ", ".join(map(str, channels)) or "none defined"
     if not channels:
         add(("channels",), "define at least one channel (name: apprise URL)")
-    for name, url in channels.items():
+    for name, channel in channels.items():
+        url = channel.get("url") if isinstance(channel, dict) else channel
         problem = channel_url_problem(url) if isinstance(url, str) else None
         if problem:
             add(("channels", name), problem)
+        if isinstance(channel, dict):
+            for key in ("title", "body"):
+                if isinstance(channel.get(key), str):
+                    issue = template_problem(channel[key], None)
+                    if issue:
+                        add(("channels", name, key), issue)
 
     def check_notify(loc: tuple[Any, ...], notify: object) -> None:
         for i, channel in enumerate(notify if isinstance(notify, list) else []):
@@ -558,6 +592,11 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
             )
         check_notify(("rules", index, "notify"), rule.get("notify"))
         check_mute(("rules", index, "mute_during"), rule.get("mute_during"))
+        for key in ("title", "body"):
+            if isinstance(rule.get(key), str) and isinstance(rule.get("kind"), str):
+                issue = template_problem(rule[key], rule["kind"])
+                if issue:
+                    add(("rules", index, key), issue)
     names = [*seen, *WATCHER_ALERTS]
     kinds = [*RULE_KINDS, *WATCHER_ALERTS.values()]
     inhibit = data.get("inhibit")

@@ -27,6 +27,8 @@ class AlertSpec:
     repeat_every: timedelta | None
     send_resolved: bool
     max_repeats: int | None = None
+    title_template: str | None = None
+    body_template: str | None = None
 
     @property
     def notify(self) -> tuple[str, ...]:

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import apprise
-from pydantic import SecretStr
 
+from dialwatch.config import Channel
 from dialwatch.logs import REDACTOR
 from dialwatch.messages import Message
 
@@ -23,7 +23,7 @@ class AppriseNotifier:
 
     def __init__(
         self,
-        channels: Mapping[str, SecretStr],
+        channels: Mapping[str, Channel],
         timeout: float = 30.0,
         min_interval: float | None = None,
     ) -> None:
@@ -32,16 +32,18 @@ class AppriseNotifier:
         self._timeout = timeout
         self._min_interval = min_interval
         self._channels: dict[str, apprise.Apprise] = {}
-        for name, url in channels.items():
-            REDACTOR.add_url(url.get_secret_value())
+        self._formats = {name: channel.body_format for name, channel in channels.items()}
+        for name, channel in channels.items():
+            url = channel.url.get_secret_value()
+            REDACTOR.add_url(url)
             target = apprise.Apprise()
-            target.add(url.get_secret_value())
+            target.add(url)
             if min_interval is not None:
                 for service in target:
                     service.request_rate_per_sec = min_interval
             self._channels[name] = target
 
-    def with_channels(self, channels: Mapping[str, SecretStr]) -> AppriseNotifier:
+    def with_channels(self, channels: Mapping[str, Channel]) -> AppriseNotifier:
         """The same notifier for another set of channels (after a reload)."""
         return AppriseNotifier(channels, self._timeout, self._min_interval)
 
@@ -53,10 +55,14 @@ class AppriseNotifier:
         target = self._channels.get(channel)
         if target is None:
             return f"no channel named {channel!r}"
+        body_limit = min((s.body_maxlen for s in target), default=0) or len(message.body)
+        title_limit = min((s.title_maxlen for s in target), default=0)
         result = await target.async_notify(
-            body=message.body,
-            title=message.title,
+            body=trim(message.body, body_limit),
+            # A service without titles (limit 0) gets the title folded into the body by apprise.
+            title=trim(message.title, title_limit) if title_limit else message.title,
             notify_type=message.notify_type,
+            body_format=self._formats.get(channel, "text"),
             timeout=self._timeout,
         )
         if result:
@@ -64,3 +70,13 @@ class AppriseNotifier:
         problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
         reason = problems[-1] if problems else f"apprise reported {result.status.name}"
         return REDACTOR.redact(reason)
+
+
+TRIMMED = " […]"
+
+
+def trim(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying so, rather than refused by the service."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(TRIMMED))] + TRIMMED

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from dialwatch import __version__
+from dialwatch import __version__, templates
 from dialwatch.alerts import AlertState, Decision, Status, Timing, step
 from dialwatch.api_client import ApiClient, RetryPolicy, Sleep
 from dialwatch.clock import Clock, SystemClock
@@ -103,6 +103,7 @@ class Outcome:
     message: Message | None
     silenced_by: int | None = None  # the silence that kept it quiet
     inhibited_by: str | None = None  # the firing alert that kept it quiet
+    context: dict[str, Any] = field(default_factory=dict)  # what templates see
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ def rule_spec(rules: RulesFile, rule: Rule, account: str) -> AlertSpec:
         repeat_every=rule.repeat_every,
         send_resolved=rule.send_resolved,
         max_repeats=rule.max_repeats,
+        title_template=rule.title,
+        body_template=rule.body,
     )
 
 
@@ -303,7 +306,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
                 f"{account}/{o.spec.name}",
                 o.decision.value,
                 target.channel,
-                o.message,
+                _for_channel(watcher.rules, target.channel, o.message, o.context),
                 quiet_until(target.quiet, now),
             )
             for target, o in report.deliveries
@@ -397,11 +400,45 @@ def _decide(
     previous = states.get(spec.name, AlertState())
     timing = Timing(spec.hold, spec.repeat_every, spec.send_resolved, spec.max_repeats)
     state, decision = step(previous, finding.active, now, timing, muted=muted)
-    message = None
-    if decision is not Decision.NONE:
-        shown = previous if decision is Decision.RESOLVED else state
-        message = compose(account, spec, finding, decision, shown, now)
-    return Outcome(spec, finding, state, decision, message)
+    if decision is Decision.NONE:
+        return Outcome(spec, finding, state, decision, None)
+    shown = previous if decision is Decision.RESOLVED else state
+    message = compose(account, spec, finding, decision, shown, now)
+    values = {
+        "account": account, "rule": spec.name, "kind": spec.kind, "severity": spec.severity,
+        "decision": decision.value, "summary": finding.summary,
+        "since": shown.active_since.isoformat() if shown.active_since else "",
+        "reminder": max(0, shown.notifications - 1),
+    }  # fmt: skip
+    context = templates.context(values, spec.kind, finding.facts)
+    message = _apply_templates(message, spec.title_template, spec.body_template, context)
+    return Outcome(spec, finding, state, decision, message, context=context)
+
+
+def _for_channel(
+    rules: RulesFile, channel: str, message: Message, context: dict[str, Any]
+) -> Message:
+    spec = rules.channels.get(channel)
+    if spec is None:
+        return message
+    return _apply_templates(message, spec.title, spec.body, context)
+
+
+def _apply_templates(
+    message: Message, title: str | None, body: str | None, context: dict[str, Any]
+) -> Message:
+    """`message` rewritten by the templates given; the default text if rendering fails."""
+    if title is None and body is None:
+        return message
+    fields = {**context, "title": message.title, "body": message.body}
+    try:
+        return message._replace(
+            title=templates.render(title, fields) if title is not None else message.title,
+            body=templates.render(body, fields) if body is not None else message.body,
+        )
+    except Exception as exc:  # validated at start; a render error must not cost the alert
+        log.error("template.failed", rule=context.get("rule"), error=str(exc))
+        return message
 
 
 ITEMS_SHOWN = 10
@@ -423,16 +460,22 @@ def _item_events(
             continue
         spec = rule_spec(watcher.rules, rule, watcher.account)
         summary = item_rule_summary(rule, matches.count, matches.total, matches.shown[0])
-        message = compose_event(
-            watcher.account,
-            spec,
-            summary,
-            [describe_item(item) for item in matches.shown],
-            matches.count - len(matches.shown),
-        )
-        outcomes.append(
-            Outcome(spec, Finding(True, summary), AlertState(), Decision.EVENT, message)
-        )
+        lines = [describe_item(item) for item in matches.shown]
+        values = {
+            "account": watcher.account, "rule": rule.name, "kind": rule.kind,
+            "severity": rule.severity, "decision": Decision.EVENT.value, "summary": summary,
+            "since": "", "reminder": 0, "count": matches.count, "total": str(matches.total),
+            "items": lines,
+        }  # fmt: skip
+        context = templates.context(values, rule.kind, ())
+        silenced_by = silence_for(rule.name)
+        message = None
+        if silenced_by is None:
+            more = matches.count - len(matches.shown)
+            message = compose_event(watcher.account, spec, summary, lines, more)
+            message = _apply_templates(message, rule.title, rule.body, context)
+        outcome = Outcome(spec, Finding(True, summary), AlertState(), Decision.EVENT, message)
+        outcomes.append(replace(outcome, silenced_by=silenced_by, context=context))
     return outcomes
 
 

@@ -349,3 +349,18 @@ async def test_dry_run_reads_the_ledger_but_keeps_nothing(
     assert webhook.titles == [
         "[WARNING] dial / daily-spend: spend $120.00 in the last 24h is above $100.00"
     ]
+
+
+async def test_silenced_item_rule_lets_its_events_go(h: Harness, webhook: WebhookReceiver) -> None:
+    """Expensive calls during a silence are not announced, then or later."""
+    await start_empty(h)
+    now = h.clock.now()
+    h.watcher.store.add_silence("expensive-call", None, now + timedelta(hours=1), "load test", now)
+    h.dial.ledger.add(usage(at(121), 900, call="during"))
+    await check(h)
+    h.clock.advance(hours=2)
+    h.dial.ledger.add(usage(at(241), 800, call="after"))
+    await check(h)
+    assert [t for t in webhook.alert_titles if "expensive-call" in t] == [
+        "[WARNING] dial / expensive-call: 1 usage item(s) at or above $5.00 (total $8.00)"
+    ]
