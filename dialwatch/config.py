@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -273,6 +273,31 @@ class Inhibit(_Strict):
     target: AlertMatcher
 
 
+def _time_of_day(value: object) -> time:
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a time of day; write it like 08:00") from exc
+
+
+def _weekday(value: object) -> int:
+    names = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    if not isinstance(value, str) or value.lower() not in names:
+        raise ValueError(f"{value!r} is not a weekday; use monday ... sunday")
+    return names.index(value.lower())
+
+
+class Digest(_Strict):
+    """A daily or weekly summary per account, sent at `at` local time to `notify`."""
+
+    name: Name
+    every: Literal["day", "week"] = "day"
+    at: Annotated[time, PlainValidator(_time_of_day)] = time(8, 0)
+    weekday: Annotated[int, PlainValidator(_weekday)] = 0  # for every: week
+    timezone: Annotated[str, PlainValidator(_timezone)] = "UTC"
+    notify: tuple[Name, ...]
+
+
 BodyFormat = Literal["markdown", "text", "html"]
 
 
@@ -306,6 +331,7 @@ class RulesFile(_Strict):
     routes: tuple[Route, ...] = ()
     inhibit: tuple[Inhibit, ...] = ()
     time_intervals: dict[Name, tuple[TimeInterval, ...]] = {}
+    digest: tuple[Digest, ...] = ()
 
     def targets_for(
         self, rule: str, kind: str, severity: str, account: str, provider: str,
@@ -565,6 +591,10 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
                 defined = ", ".join(interval_names) or "none defined"
                 add((*loc, i), f"no time interval named '{name}'; defined: {defined}")
 
+    digests = data.get("digest")
+    for index, digest in enumerate(digests if isinstance(digests, list) else []):
+        if isinstance(digest, dict):
+            check_notify(("digest", index, "notify"), digest.get("notify"))
     routes = data.get("routes")
     for index, route in enumerate(routes if isinstance(routes, list) else []):
         if isinstance(route, dict):

@@ -31,6 +31,7 @@ from dialwatch.config import (
     load_rules,
 )
 from dialwatch.dial import DialProvider
+from dialwatch.digest import DigestFacts, compose_digest, due_at, period
 from dialwatch.errors import AuthError, ConfigError, ProviderError
 from dialwatch.evaluate import (
     Finding,
@@ -294,6 +295,9 @@ async def _cycle(watcher: Watcher) -> CycleReport:
                 inhibited_by=outcome.inhibited_by,
             )
 
+    balance = snapshot.balance if snapshot else None
+    digest_outcomes, digests_due = _digests(watcher, now, ledger is not None, balance)
+    outcomes += digest_outcomes
     report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
     if snapshot is not None:
         bound.debug("check.ok", balance=str(snapshot.balance), firing=len(report.firing))
@@ -321,6 +325,10 @@ async def _cycle(watcher: Watcher) -> CycleReport:
         else None,
         failing_since=failing_since,
         group_wait=watcher.rules.defaults.group_wait,
+        decisions=[
+            (o.spec.name, o.decision.value) for o in outcomes if o.decision is not Decision.NONE
+        ],
+        digests=digests_due,
     )
     return report
 
@@ -442,6 +450,48 @@ def _apply_templates(
 
 
 ITEMS_SHOWN = 10
+
+
+def _digests(
+    watcher: Watcher, now: datetime, reads_ledger: bool, balance: Money | None
+) -> tuple[list[Outcome], list[tuple[str, datetime]]]:
+    """Digests whose time has come, and when each was due. The first time a digest is
+    seen it is only scheduled: starting the service sends no summary of the past."""
+    store, account = watcher.store, watcher.account
+    outcomes, due = [], []
+    for digest in watcher.rules.digest:
+        until = due_at(digest, now)
+        sent_for = store.digest_sent_for(digest.name)
+        if sent_for is not None and sent_for >= until:
+            continue
+        due.append((digest.name, until))
+        if sent_for is None:
+            continue
+        since = until - period(digest)
+        spend = store.spend(account, since, until=until) if reads_ledger else None
+        facts = DigestFacts(
+            account=account,
+            balance=balance or store.balance_at(account, until),
+            balance_before=store.balance_at(account, since),
+            spend_by_day=store.spend_by_day(account, since) if reads_ledger else {},
+            top_numbers=spend.by_number if spend else (),
+            top_fares=spend.by_fare if spend else (),
+            alerts=store.fired_between(account, since, until),
+            spend_total=spend.total if spend else None,
+        )
+        message = compose_digest(digest, facts, since, until)
+        spec = AlertSpec(
+            name=f"digest:{digest.name}",
+            kind="digest",
+            severity="info",
+            targets=tuple(Target(channel) for channel in digest.notify),
+            hold=timedelta(0),
+            repeat_every=None,
+            send_resolved=False,
+        )
+        finding = Finding(True, message.title)
+        outcomes.append(Outcome(spec, finding, AlertState(), Decision.EVENT, message))
+    return outcomes, due
 
 
 def _item_events(

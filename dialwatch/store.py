@@ -102,6 +102,19 @@ CREATE TABLE IF NOT EXISTS silences (
     reason TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+-- Every notification decision, for digests ("alerts fired"); kept 8 days.
+CREATE TABLE IF NOT EXISTS alert_log (
+    account TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_log_time ON alert_log (account, at);
+-- When each digest last went out (or was first scheduled).
+CREATE TABLE IF NOT EXISTS digests (
+    name TEXT PRIMARY KEY,
+    sent_for TEXT NOT NULL
+);
 -- Since when checks of an account have failed without a success in between.
 CREATE TABLE IF NOT EXISTS failing (
     account TEXT PRIMARY KEY,
@@ -306,6 +319,8 @@ class Store:
         ledger: LedgerCheckpoint | None = None,
         failing_since: datetime | None = None,
         group_wait: timedelta = timedelta(0),
+        decisions: Iterable[tuple[str, str]] = (),
+        digests: Iterable[tuple[str, datetime]] = (),
     ) -> None:
         """Record one check's outcome and queue its notifications, atomically.
 
@@ -314,6 +329,14 @@ class Store:
         """
         stamp = to_iso(now)
         with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO alert_log VALUES (?, ?, ?, ?)",
+                [(account, rule, decision, stamp) for rule, decision in decisions],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?)",
+                [(name, to_iso(due)) for name, due in digests],
+            )
             if failing_since is None:
                 db.execute("DELETE FROM failing WHERE account = ?", (account,))
             else:
@@ -367,6 +390,9 @@ class Store:
             db.execute(
                 "DELETE FROM spend_days WHERE account = ? AND day < ?",
                 (account, horizon.strftime("%Y-%m-%d")),
+            )
+            db.execute(
+                "DELETE FROM alert_log WHERE account = ? AND at < ?", (account, to_iso(horizon))
             )
             # One message per channel, and per end of quiet hours for what they hold back.
             groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
@@ -512,12 +538,21 @@ class Store:
                 db.execute("PRAGMA synchronous=FULL")
         return len(new)
 
-    def spend(self, account: str, since: datetime, match: Match | None = None) -> SpendSummary:
-        """Usage spend at or after `since` among items that `match` selects."""
+    def spend(
+        self,
+        account: str,
+        since: datetime,
+        match: Match | None = None,
+        until: datetime | None = None,
+    ) -> SpendSummary:
+        """Usage spend in [since, until) among items that `match` selects."""
         # Keys start with the item's time in fixed-width hex: the primary key is the
         # time index, and no second index slows every insert.
         where = "account = ? AND key >= ? AND type = 'usage'"
         params: list[object] = [account, time_key(since)]
+        if until is not None:
+            where += " AND key < ?"
+            params.append(time_key(until))
         if match is not None:
             for column, value, op in (
                 ("fare", match.fare, "GLOB"),
@@ -662,6 +697,28 @@ class Store:
             (to_iso(before),),
         )
         return cursor.rowcount
+
+    def digest_sent_for(self, name: str) -> datetime | None:
+        row = self._db.execute("SELECT sent_for FROM digests WHERE name = ?", (name,)).fetchone()
+        return from_iso(row[0]) if row else None
+
+    def fired_between(self, account: str, since: datetime, until: datetime) -> dict[str, int]:
+        """How often each rule fired (first notifications) in [since, until)."""
+        rows = self._db.execute(
+            "SELECT rule, COUNT(*) FROM alert_log WHERE account = ? AND decision = 'first' "
+            "AND at >= ? AND at < ? GROUP BY rule",
+            (account, to_iso(since), to_iso(until)),
+        )
+        return dict(rows.fetchall())
+
+    def balance_at(self, account: str, moment: datetime) -> Money | None:
+        """The balance recorded last at or before `moment` (15-minute resolution)."""
+        row = self._db.execute(
+            "SELECT cents, currency FROM balance_history WHERE account = ? AND at <= ? "
+            "ORDER BY at DESC LIMIT 1",
+            (account, to_micros(moment)),
+        ).fetchone()
+        return Money(row[0], row[1]) if row else None
 
     def balance_history(self, account: str, since: datetime) -> list[tuple[datetime, Money]]:
         rows = self._db.execute(

@@ -13,7 +13,9 @@ from decimal import Decimal, InvalidOperation
 _SYMBOLS = {"$": "USD", "€": "EUR", "£": "GBP"}
 _SYMBOL_OF = {code: symbol for symbol, code in _SYMBOLS.items()}
 _MONEY = re.compile(
-    r"^\s*(?P<sign>-)?\s*(?P<symbol>[$€£])?\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<code>[A-Za-z]{3})?\s*$"
+    r"^\s*(?P<sign>-)?\s*(?P<symbol>[$€£])?\s*"
+    r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"  # thousands separators, as printed
+    r"\s*(?P<code>[A-Za-z]{3})?\s*$"
 )
 
 
@@ -49,7 +51,7 @@ def parse_money(text: object) -> Money:
     if not match or (match["symbol"] and match["code"]) or not (match["symbol"] or match["code"]):
         raise ValueError(f'{text!r} is not an amount of money; write it like "$50.00" or "50 USD"')
     try:
-        amount = Decimal(match["amount"])
+        amount = Decimal(match["amount"].replace(",", ""))
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
         raise ValueError(f"{text!r} is not a number") from exc
     cents = amount * 100

@@ -19,6 +19,8 @@ from dialwatch.units import Money, format_duration, parse_duration, parse_money
         ("12.34 eur", Money(1234, "EUR")),
         ("-$5", Money(-500, "USD")),
         ("$1234567.89", Money(123456789, "USD")),
+        ("$4,800.00", Money(480000, "USD")),
+        ("1,234,567 EUR", Money(123456700, "EUR")),
     ],
 )
 def test_parse_money_is_exact(text: str, money: Money) -> None:
@@ -34,6 +36,7 @@ def test_parse_money_is_exact(text: str, money: Money) -> None:
         ("$5.001", "fractions of a cent"),
         ("$50 USD", "is not an amount of money"),
         ("fifty dollars", "is not an amount of money"),
+        ("$4,80.00", "is not an amount of money"),
         (True, "not a bool"),
     ],
 )
