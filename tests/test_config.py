@@ -190,6 +190,11 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
         "money-in",
         "runway",
     ]
+    assert rules.time_intervals["nights"][0].weekdays == (0, 1, 2, 3, 4)
+    assert rules.inhibit[0].target.rule == ("wallet-low",)
+    assert (rules.digest[0].every, rules.digest[0].weekday) == ("week", 0)
+    assert rules.channels["finance"].body_format == "text"
+    assert rules.rules[0].body is not None
     monthly = rules.rules[6]
     assert isinstance(monthly, SpendAbove)
     assert (monthly.period, monthly.timezone, monthly.match.fare) == (

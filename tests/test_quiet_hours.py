@@ -106,3 +106,21 @@ async def test_critical_breaks_through_quiet_hours(night: Any, webhook: WebhookR
     await check_and_deliver(night)
     assert report.error is None
     assert webhook.titles == ["[CRITICAL] dial / wallet-critical: balance $5.00 is below $10.00"]
+
+
+def test_route_quiet_hours_apply_to_the_channels_it_chose(tmp_path: Any) -> None:
+    """A route's mute_during holds back its own channels only, and never critical alerts."""
+    from dialwatch.config import load_rules
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "channels: {a: 'json://127.0.0.1:9/a', b: 'json://127.0.0.1:9/b'}\n"
+        "time_intervals: {nights: [{times: [{start: '22:00', end: '07:00'}]}]}\n"
+        "routes:\n  - {notify: [a], mute_during: [nights], continue: true}\n  - {notify: [b]}\n"
+        "rules:\n  - {name: low, kind: balance_below, threshold: '$5'}\n"
+    )
+    rules = load_rules(path, env={})
+    warning = rules.targets_for("low", "balance_below", "warning", "dial", "dial", rules.rules[0])
+    critical = rules.targets_for("low", "balance_below", "critical", "dial", "dial", rules.rules[0])
+    assert [(t.channel, len(t.quiet)) for t in warning] == [("a", 1), ("b", 0)]
+    assert [(t.channel, len(t.quiet)) for t in critical] == [("a", 0), ("b", 0)]

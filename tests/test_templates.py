@@ -107,3 +107,16 @@ async def test_long_bodies_are_trimmed_to_the_services_limit(
     assert len(body) == 32_768
     assert body.endswith(" […]")
     assert trim("short", 10) == "short"
+
+
+async def test_channel_format_decides_how_email_bodies_are_written(
+    make_harness: MakeHarness, smtp: SmtpServer
+) -> None:
+    """An email channel with format: html gets an HTML part; the default is plain text."""
+    h = await make_harness(
+        TEMPLATED.replace('  finance: "{smtp}"', '  finance:\n    url: "{smtp}"\n    format: html')
+    )
+    h.dial.account.balance_cents = 4000
+    await check_and_deliver(h)
+    types = {part.get_content_type() for part in smtp.messages[0].walk()}
+    assert "text/html" in types
