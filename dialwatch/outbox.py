@@ -21,13 +21,17 @@ MAX_RETRY = timedelta(minutes=15)
 
 def _still_news(store: Store, row: OutboxRow) -> list[Part]:
     """The parts of a message held by quiet hours that still matter when they end: an
-    alert that still fires, or the resolution of one this channel was told about."""
-    return [
-        part
-        for part in row.parts
-        if (part.decision == "resolved" and store.was_announced(row.channel, part.alert))
-        or (part.decision != "resolved" and store.is_firing(part.alert))
-    ]
+    alert that still fires, the resolution of one this channel was told about, and
+    events (new ledger items), which stay news."""
+
+    def matters(part: Part) -> bool:
+        if part.decision in ("first", "repeat"):
+            return store.is_firing(part.alert)
+        if part.decision == "resolved":
+            return store.was_announced(row.channel, part.alert)
+        return True
+
+    return [part for part in row.parts if matters(part)]
 
 
 def retry_delay(attempts: int) -> timedelta:

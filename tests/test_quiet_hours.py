@@ -124,3 +124,30 @@ def test_route_quiet_hours_apply_to_the_channels_it_chose(tmp_path: Any) -> None
     critical = rules.targets_for("low", "balance_below", "critical", "dial", "dial", rules.rules[0])
     assert [(t.channel, len(t.quiet)) for t in warning] == [("a", 1), ("b", 0)]
     assert [(t.channel, len(t.quiet)) for t in critical] == [("a", 0), ("b", 0)]
+
+
+async def test_events_held_by_quiet_hours_are_delivered_when_they_end(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """An expensive call at 23:00 on a muted item rule arrives at 07:00: events stay news."""
+    from tests.ledger_items import at, usage
+    from tests.test_ledger import RULES as LEDGER_RULES
+
+    text = LEDGER_RULES.replace(
+        "rules:\n",
+        "time_intervals:\n  nights:\n    - times: [{{start: '22:00', end: '07:00'}}]\nrules:\n",
+    ).replace('    min_amount: "$5.00"\n', '    min_amount: "$5.00"\n    mute_during: [nights]\n')
+    h = await make_harness(text)
+    h.dial.account.balance_cents = 1_000_000
+    h.clock.current = datetime(2026, 11, 21, 22, 30, tzinfo=UTC)
+    await check_and_deliver(h)  # first start
+    h.dial.ledger.add(usage(at(0, base=datetime(2026, 11, 21, 23, 0, tzinfo=UTC)), 900, call="x"))
+    h.clock.current = datetime(2026, 11, 21, 23, 5, tzinfo=UTC)
+    await check_and_deliver(h)
+    assert webhook.received == []
+
+    h.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    await check_and_deliver(h)
+    assert webhook.alert_titles == [
+        "[WARNING] dial / expensive-call: 1 usage item(s) at or above $5.00 (total $9.00)"
+    ]
