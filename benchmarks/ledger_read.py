@@ -114,7 +114,8 @@ async def _bare(base_url: str) -> tuple[int, Measured]:
 
 async def _dialwatch(base_url: str) -> tuple[int, Measured]:
     from dialwatch.config import parse_rules
-    from dialwatch.service import open_watcher, run_cycle
+    from dialwatch.runner import open_watcher
+    from dialwatch.service import run_cycle
     from dialwatch.settings import Settings
     from dialwatch.store import LedgerCheckpoint
 

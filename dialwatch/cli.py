@@ -22,15 +22,8 @@ from dialwatch.logs import REDACTOR, configure_logging
 from dialwatch.messages import Message
 from dialwatch.notify import AppriseNotifier
 from dialwatch.outbox import deliver_due
-from dialwatch.service import (
-    AUTH_ALERT,
-    UNHEALTHY_ALERT,
-    CycleReport,
-    open_watcher,
-    reload_rules,
-    run_cycle,
-    run_service,
-)
+from dialwatch.runner import open_watcher, reload_rules, run_service
+from dialwatch.service import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport, run_cycle
 from dialwatch.settings import Settings, load_settings
 from dialwatch.store import Store
 from dialwatch.units import parse_duration

@@ -20,7 +20,7 @@ import apprise.decorators
 from pydantic import SecretStr
 
 from dialwatch.config import parse_rules
-from dialwatch.service import open_watcher, run_service
+from dialwatch.runner import open_watcher, run_service
 from dialwatch.settings import Settings
 from dialwatch.simulator import DialAccount, DialSimulator
 
