@@ -89,7 +89,7 @@ def _subscription_cancelling(snap: BillingSnapshot) -> Finding:
         return Finding(False, f"subscription renews on {_date(sub.period_end)}")
     facts = [
         ("Period ends", _date(sub.period_end)),
-        ("Time left", _days_left(sub.period_end, snap.taken_at)),
+        ("Time left", _time_left(sub.period_end, snap.taken_at)),
     ]
     if sub.quantity is not None:
         facts.append(("Numbers covered", f"{sub.quantity} ({sub.interval or 'unknown interval'})"))
@@ -113,7 +113,7 @@ def _numbers_at_risk(snap: BillingSnapshot) -> Finding:
         f"unless the balance ({snap.balance}) is topped up",
         (
             ("Release date", _date(release_at)),
-            ("Time left", _days_left(release_at, snap.taken_at)),
+            ("Time left", _time_left(release_at, snap.taken_at)),
             ("Balance", str(snap.balance)),
             ("PAYG numbers", numbers),
         ),
@@ -166,14 +166,21 @@ def _date(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _days_left(moment: datetime, now: datetime) -> str:
+def _time_left(moment: datetime, now: datetime) -> str:
+    """ "20 days", "less than a day", or "none: already passed" (a fact's value)."""
     seconds = (moment - now).total_seconds()
     if seconds <= 0:
-        return "already passed"
+        return "none: already passed"
     days = int(seconds // 86400)
     if days == 0:
-        return "less than a day left"
-    return f"{days} day{'s' if days != 1 else ''} left"
+        return "less than a day"
+    return f"{days} day{'s' if days != 1 else ''}"
+
+
+def _days_left(moment: datetime, now: datetime) -> str:
+    """The same, as said in a summary: "20 days left", "already passed"."""
+    left = _time_left(moment, now)
+    return "already passed" if left.startswith("none") else f"{left} left"
 
 
 def period_start(period: Period, timezone: str, now: datetime) -> datetime:
