@@ -30,7 +30,6 @@ from dialwatch.store import Store
 log = structlog.get_logger("dialwatch.runner")
 
 SHUTDOWN_GRACE = 5.0  # seconds a check or a send in flight may take after SIGTERM
-KEEP_DELIVERED = timedelta(days=7)
 
 
 def reload_rules(watcher: Watcher, path: Path) -> bool:
@@ -109,7 +108,6 @@ async def _delivery_loop(watcher: Watcher, stop: asyncio.Event) -> None:
         try:
             delivery = await deliver_due(watcher.store, watcher.notifier, now)
             watcher.metrics.observe_delivery(delivery)
-            watcher.store.prune(now - KEEP_DELIVERED)
         except Exception:  # one bad send must not end delivery for good
             log.exception("notify.loop_error")
         next_at = watcher.store.next_attempt_at()

@@ -349,7 +349,7 @@ def _evaluate_all(
             spend[rule.name] = summary.total
             finding = evaluate_spend(rule, summary)
         elif isinstance(rule, RunwayBelow) and ledger is not None and snapshot is not None:
-            burned = store.spend(account, now - rule.lookback).total
+            burned = store.spend_total(account, now - rule.lookback)
             finding = evaluate_runway(rule, snapshot.balance, burned)
         if finding is not None:
             evaluations.append((rule_spec(watcher.rules, rule, account), finding))
@@ -403,13 +403,15 @@ def _decide(
         return Outcome(spec, finding, state, decision, None)
     shown = previous if decision is Decision.RESOLVED else state
     message = compose(account, spec, finding, decision, shown, now)
-    values = {
-        "account": account, "rule": spec.name, "kind": spec.kind, "severity": spec.severity,
-        "decision": decision.value, "summary": finding.summary,
-        "since": shown.active_since.isoformat() if shown.active_since else "",
-        "reminder": max(0, shown.notifications - 1),
-    }  # fmt: skip
-    context = templates.context(values, spec.kind, finding.facts)
+    context = templates.context(
+        account,
+        spec,
+        decision.value,
+        finding.summary,
+        finding.facts,
+        since=shown.active_since.isoformat() if shown.active_since else "",
+        reminder=max(0, shown.notifications - 1),
+    )
     message = _apply_templates(message, spec.title_template, spec.body_template, context)
     return Outcome(spec, finding, state, decision, message, context=context)
 
@@ -502,13 +504,15 @@ def _item_events(
         spec = rule_spec(watcher.rules, rule, watcher.account)
         summary = item_rule_summary(rule, matches.count, matches.total, matches.shown[0])
         lines = [describe_item(item) for item in matches.shown]
-        values = {
-            "account": watcher.account, "rule": rule.name, "kind": rule.kind,
-            "severity": rule.severity, "decision": Decision.EVENT.value, "summary": summary,
-            "since": "", "reminder": 0, "count": matches.count, "total": str(matches.total),
-            "items": lines,
-        }  # fmt: skip
-        context = templates.context(values, rule.kind, ())
+        context = templates.context(
+            watcher.account,
+            spec,
+            Decision.EVENT.value,
+            summary,
+            count=matches.count,
+            total=str(matches.total),
+            items=lines,
+        )
         silenced_by = silence_for(rule.name)
         message = None
         if silenced_by is None:

@@ -31,6 +31,7 @@ from dialwatch.units import Money
 TOP = 3  # contributors listed in a spend message
 HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
 HISTORY_KEPT = timedelta(days=8)
+KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
 
 SCHEMA_VERSION = 3  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N.
@@ -238,6 +239,29 @@ def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
     )
 
 
+def _spend_filter(
+    account: str, since: datetime, match: Match | None = None, until: datetime | None = None
+) -> tuple[str, list[object]]:
+    """The WHERE clause (and its parameters) selecting usage items for a spend query."""
+    # Keys start with the item's time in fixed-width hex: the primary key is the
+    # time index, and no second index slows every insert.
+    where = "account = ? AND key >= ? AND type = 'usage'"
+    params: list[object] = [account, time_key(since)]
+    if until is not None:
+        where += " AND key < ?"
+        params.append(time_key(until))
+    if match is not None:
+        for column, value, op in (
+            ("fare", match.fare, "GLOB"),
+            ("number", match.number, "="),
+            ("attribution", match.attribution, "="),
+        ):
+            if value is not None:
+                where += f" AND {column} {op} ?"
+                params.append(value)
+    return where, params
+
+
 class Store:
     def __init__(self, path: Path | str) -> None:
         self._savepoints = itertools.count()
@@ -394,6 +418,10 @@ class Store:
             db.execute(
                 "DELETE FROM alert_log WHERE account = ? AND at < ?", (account, to_iso(horizon))
             )
+            db.execute(
+                f"DELETE FROM outbox WHERE created_at < ? AND NOT ({_UNDELIVERED})",
+                (to_iso(now - KEEP_DELIVERED),),
+            )
             # One message per channel, and per end of quiet hours for what they hold back.
             groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
             for e in outbox:
@@ -545,23 +573,9 @@ class Store:
         match: Match | None = None,
         until: datetime | None = None,
     ) -> SpendSummary:
-        """Usage spend in [since, until) among items that `match` selects."""
-        # Keys start with the item's time in fixed-width hex: the primary key is the
-        # time index, and no second index slows every insert.
-        where = "account = ? AND key >= ? AND type = 'usage'"
-        params: list[object] = [account, time_key(since)]
-        if until is not None:
-            where += " AND key < ?"
-            params.append(time_key(until))
-        if match is not None:
-            for column, value, op in (
-                ("fare", match.fare, "GLOB"),
-                ("number", match.number, "="),
-                ("attribution", match.attribution, "="),
-            ):
-                if value is not None:
-                    where += f" AND {column} {op} ?"
-                    params.append(value)
+        """Usage spend in [since, until) among items that `match` selects, with the
+        biggest contributors."""
+        where, params = _spend_filter(account, since, match, until)
         total, count = self._db.execute(
             f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
         ).fetchone()
@@ -575,6 +589,14 @@ class Store:
             return tuple((name, Money(cents)) for name, cents in rows)
 
         return SpendSummary(since, Money(total), count, top("number"), top("fare"))
+
+    def spend_total(self, account: str, since: datetime) -> Money:
+        """Usage spend since `since`, without the contributors (one query, not three)."""
+        where, params = _spend_filter(account, since)
+        row = self._db.execute(
+            f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params
+        ).fetchone()
+        return Money(row[0])
 
     def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         """New items that matched `rule` and are not notified yet: all counted, and the
@@ -687,14 +709,6 @@ class Store:
         cursor = self._db.execute(
             f"UPDATE outbox SET next_attempt_at = ? WHERE {_UNDELIVERED} AND next_attempt_at > ?",
             (to_iso(now), to_iso(now)),
-        )
-        return cursor.rowcount
-
-    def prune(self, before: datetime) -> int:
-        """Forget delivered and expired notifications older than `before`."""
-        cursor = self._db.execute(
-            f"DELETE FROM outbox WHERE created_at < ? AND NOT ({_UNDELIVERED})",
-            (to_iso(before),),
         )
         return cursor.rowcount
 

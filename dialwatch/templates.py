@@ -8,11 +8,13 @@ but the kind does not provide is an error at `validate`, never a surprise at 3 a
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+
+if TYPE_CHECKING:
+    from dialwatch.messages import AlertSpec
 
 COMMON = (
     "account", "rule", "kind", "severity", "decision", "summary", "since", "reminder",
@@ -57,15 +59,26 @@ def problem(source: str, kind: str | None) -> str | None:
     return None
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
+def render(source: str, context: dict[str, Any]) -> str:
     """Render a template that `problem` accepted; fields a kind lacks this time are ""."""
     return _ENV.from_string(source).render(context).strip()
 
 
 def context(
-    common: Mapping[str, Any], kind: str, facts: tuple[tuple[str, str], ...]
+    account: str,
+    spec: AlertSpec,
+    decision: str,
+    summary: str,
+    facts: tuple[tuple[str, str], ...] = (),
+    **extra: Any,
 ) -> dict[str, Any]:
-    values: dict[str, Any] = dict.fromkeys(fields_for(kind), "")
+    """What a template for `spec` sees: the common fields, then its kind's fields from
+    `facts` (and `extra`); a kind's field absent this time is ""."""
+    values: dict[str, Any] = dict.fromkeys(fields_for(spec.kind), "")
     values.update({field_name(label): value for label, value in facts})
-    values.update(common)
+    values.update(
+        account=account, rule=spec.name, kind=spec.kind, severity=spec.severity,
+        decision=decision, summary=summary, since="", reminder=0,
+    )  # fmt: skip
+    values.update(extra)
     return values

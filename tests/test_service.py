@@ -605,3 +605,21 @@ async def test_routes_send_by_severity_and_rules_naming_notify_keep_their_channe
         "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
     ]
     assert smtp.subjects == ["[CRITICAL] dial: 2 notifications (wallet-critical, cancelling)"]
+
+
+async def test_delivered_notifications_are_forgotten_after_a_week(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """The outbox keeps what was sent for 7 days (the status page's list), then drops it."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    harness.dial.account.balance_cents = 9000
+    harness.clock.advance(days=6)
+    await check_and_deliver(harness)  # resolved: two notifications on each of two channels
+    assert len(harness.watcher.store.recent_notifications(10)) == 4
+
+    harness.clock.advance(days=1, seconds=1)
+    await check_and_deliver(harness)
+    titles = [row.message.title for row in harness.watcher.store.recent_notifications(10)]
+    # The alert's rows (7 days old) are gone; the resolutions (1 day old) stay.
+    assert titles == [webhook.titles[1]] * 2
