@@ -72,7 +72,7 @@ def _items(n: int) -> list[dict[str, Any]]:
 
 
 def _serve(n: int, ports: multiprocessing.Queue[int]) -> None:
-    from dialwatch.simulator import DialAccount, DialSimulator
+    from dialwatch.simulators.dial import DialAccount, DialSimulator
 
     async def main() -> None:
         simulator = DialSimulator(DialAccount(api_key=KEY, balance_cents=10**9))

@@ -59,8 +59,10 @@ class ApiClient:
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         observe: Callable[[str, float], None] | None = None,
+        error_text: Callable[[bytes], str | None] | None = None,
     ) -> None:
-        """`observe(path, seconds)` is told each request's latency (for metrics)."""
+        """`observe(path, seconds)` is told each request's latency (for metrics);
+        `error_text(body)` reads the provider's error message out of an error body."""
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers)
@@ -68,6 +70,10 @@ class ApiClient:
         self._sleep = sleep
         self._jitter = jitter
         self._observe = observe
+        self._error_text = error_text
+
+    def url(self, path: str) -> str:
+        return f"{self._base_url}{path}"
 
     async def get(
         self, path: str, parse: Callable[[bytes], T], params: Mapping[str, str] | None = None
@@ -130,7 +136,11 @@ class ApiClient:
         finally:
             if self._observe is not None:
                 self._observe(path, time.perf_counter() - started)
-        return _interpret(url, status, content_type, body, retry_after)
+        return _interpret(url, status, content_type, body, retry_after, self._describe_error)
+
+    def _describe_error(self, body: bytes) -> str:
+        own = self._error_text(body) if self._error_text else None
+        return own or _error_text(body)
 
 
 @dataclass(frozen=True)
@@ -164,11 +174,16 @@ def describe_validation(exc: ValidationError, limit: int = 3) -> str:
 
 
 def _interpret(
-    url: str, status: int, content_type: str, body: bytes, retry_after: str | None
+    url: str,
+    status: int,
+    content_type: str,
+    body: bytes,
+    retry_after: str | None,
+    error_text: Callable[[bytes], str],
 ) -> _Body:
     if status in (401, 403):
         raise AuthError(
-            f"the API key was rejected ({_error_text(body)}): is the key wrong or revoked?",
+            f"the API key was rejected ({error_text(body)}): is the key wrong or revoked?",
             url=url,
             status=status,
         )
@@ -179,9 +194,9 @@ def _interpret(
             retry_after=parse_retry_after(retry_after),
         )
     if status >= 500:
-        raise ServerError(f"server error: {_error_text(body)}", url=url, status=status)
+        raise ServerError(f"server error: {error_text(body)}", url=url, status=status)
     if status != 200:
-        raise RequestRejected(f"request rejected: {_error_text(body)}", url=url, status=status)
+        raise RequestRejected(f"request rejected: {error_text(body)}", url=url, status=status)
     return _Body(body, content_type)
 
 
@@ -197,6 +212,15 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def json_object(body: bytes) -> dict[str, object] | None:
+    """`body` as a JSON object, or None."""
+    try:
+        decoded = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def _error_text(body: bytes) -> str:

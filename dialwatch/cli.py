@@ -22,8 +22,8 @@ from dialwatch.logs import REDACTOR, configure_logging
 from dialwatch.messages import Message
 from dialwatch.notify import AppriseNotifier
 from dialwatch.outbox import deliver_due
-from dialwatch.runner import open_watcher, reload_rules, run_service
-from dialwatch.service import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport, run_cycle
+from dialwatch.runner import open_fleet, reload_rules, run_service
+from dialwatch.service import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport
 from dialwatch.settings import Settings, load_settings
 from dialwatch.store import Store
 from dialwatch.units import parse_duration
@@ -37,18 +37,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dialwatch",
         description=(
-            "Watch Dial billing (wallet balance, subscription, payment methods, numbers) "
-            "and notify through apprise. Settings come from DIALWATCH_* environment "
-            "variables or a .env file; rules from DIALWATCH_RULES (default rules.yaml)."
+            "Watch billing APIs (Dial, Mifumo SMS, HookBridge, Cloudflare): balances, "
+            "subscriptions, quotas and spend, and notify through apprise. Settings come "
+            "from DIALWATCH_* environment variables or a .env file; rules and accounts "
+            "from DIALWATCH_RULES (default rules.yaml)."
         ),
         epilog="Run `dialwatch demo` to see it work against a simulated Dial API.",
     )
     parser.add_argument("--version", action="version", version=f"dialwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("run", help="run the service: check every DIALWATCH_INTERVAL until stopped")
+    commands.add_parser(
+        "run", help="run the service: check every account on its interval until stopped"
+    )
     check = commands.add_parser(
         "check",
-        help="check once and print what is firing (exit 0: nothing, 1: firing, 2: error)",
+        help="check every account once and print what is firing "
+        "(exit 0: nothing, 1: firing, 2: error)",
     )
     check.add_argument(
         "--dry-run",
@@ -66,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     test_notify.add_argument("channels", nargs="*", metavar="CHANNEL", help="channel names")
     commands.add_parser(
-        "demo", help="run the service against a built-in simulated Dial API (ends by itself)"
+        "demo",
+        help="run the service against built-in simulated Dial and Mifumo APIs (ends by itself)",
     )
     silence = commands.add_parser(
         "silence", help="mute a rule's alerts for a while (state is kept; RULE may be a glob)"
@@ -150,6 +155,10 @@ def _silence(
     if not any(fnmatchcase(name, rule) for name in names):
         print(f"no rule matches {rule!r}; rules: {', '.join(names)}", file=sys.stderr)
         return EXIT_ERROR
+    accounts = [a.name for a in rules.accounts] or ["dial"]
+    if account is not None and account not in accounts:
+        print(f"no account {account!r}; accounts: {', '.join(accounts)}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         length = parse_duration(duration)
     except ValueError as exc:
@@ -199,6 +208,13 @@ def _validate(path: Path) -> int:
         print(REDACTOR.redact(str(exc)), file=sys.stderr)
         return EXIT_ERROR
     print(f"{path}: OK: {len(rules.channels)} channel(s), {len(rules.rules)} rule(s)")
+    accounts = rules.accounts or None
+    for account in accounts or ():
+        names = [r.name for r in rules.rules_for(account.name, account.provider)]
+        print(f"  {account.name} ({account.provider}): {', '.join(names) or 'no rules'}")
+    if accounts is None:
+        names = [r.name for r in rules.rules_for("dial", "dial")]
+        print(f"  dial (dial, from DIALWATCH_API_KEY): {', '.join(names) or 'no rules'}")
     return EXIT_OK
 
 
@@ -207,17 +223,15 @@ async def _run(settings: Settings, rules: RulesFile) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stopper(stop, sig))
-    async with open_watcher(settings, rules) as watcher:
-        loop.add_signal_handler(signal.SIGHUP, reload_rules, watcher, settings.rules)
+    async with open_fleet(settings, rules) as fleet:
+        loop.add_signal_handler(signal.SIGHUP, reload_rules, fleet, settings.rules)
         runner = None
         if settings.listen_address is not None:
             host, port = settings.listen_address
-            runner = await endpoints.start(
-                endpoints.make_app(watcher, settings.interval), host, port
-            )
+            runner = await endpoints.start(endpoints.make_app(fleet.all), host, port)
             log.info("endpoints.listening", host=host, port=port)
         try:
-            await run_service(watcher, settings.interval, stop)
+            await run_service(fleet, stop)
         finally:
             if runner is not None:
                 await runner.cleanup()
@@ -233,30 +247,32 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 
 
 async def _check(settings: Settings, rules: RulesFile, *, dry_run: bool) -> int:
-    async with open_watcher(settings, rules) as watcher:
-        report = await run_cycle(watcher, dry_run=dry_run)
-        _print_report(report, dry_run=dry_run)
+    async with open_fleet(settings, rules) as fleet:
+        reports = await fleet.check(dry_run=dry_run)
+        for name, report in zip(fleet.watchers, reports, strict=True):
+            _print_report(name, report, dry_run=dry_run)
         if not dry_run:
-            delivery = await deliver_due(watcher.store, watcher.notifier, watcher.clock.now())
+            delivery = await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
             for row, error in delivery.failed:
                 print(
                     f"send to {row.channel} failed ({error}); it stays in the outbox and "
                     "`dialwatch run` retries it",
                     file=sys.stderr,
                 )
-    if report.errors:
+    if any(report.errors for report in reports):
         return EXIT_ERROR
-    return EXIT_FIRING if report.firing else EXIT_OK
+    return EXIT_FIRING if any(report.firing for report in reports) else EXIT_OK
 
 
-def _print_report(report: CycleReport, *, dry_run: bool) -> None:
+def _print_report(account: str, report: CycleReport, *, dry_run: bool) -> None:
     for error in report.errors:
-        print(f"check failed: {REDACTOR.redact(str(error))}", file=sys.stderr)
-    if report.snapshot is not None:
-        print(f"{report.snapshot.account}: balance {report.snapshot.balance}")
+        print(f"{account}: check failed: {REDACTOR.redact(str(error))}", file=sys.stderr)
+    snapshot = report.snapshot
+    if snapshot is not None and snapshot.balance is not None:
+        print(f"{account}: {snapshot.balance_meaning} {snapshot.balance}")
     if report.ledger is not None:
         backfill = " (first start: history read, no per-item alerts)" * report.ledger.backfilled
-        print(f"ledger: {report.ledger.new_items} new item(s){backfill}")
+        print(f"{account}: ledger: {report.ledger.new_items} new item(s){backfill}")
     for outcome in report.outcomes:
         status = "event" if outcome.decision.value == "event" else outcome.state.status.value
         if status != "inactive":
@@ -265,10 +281,10 @@ def _print_report(report: CycleReport, *, dry_run: bool) -> None:
                 f"{outcome.spec.name}: {outcome.finding.summary}"
             )
     if not report.firing and not report.errors:
-        print("OK: nothing firing")
+        print(f"{account}: OK: nothing firing")
     if dry_run:
         planned = report.notifications
-        print(f"\ndry run: would send {len(planned)} notification(s); no state changed")
+        print(f"{account}: dry run: would send {len(planned)} notification(s); no state changed")
         for channel, outcome in planned:
             assert outcome.message is not None
             print(f"\n--> {channel} ({outcome.decision.value}): {outcome.message.title}")

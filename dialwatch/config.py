@@ -32,8 +32,9 @@ from pydantic import (
 
 from dialwatch.errors import ConfigError, ConfigIssue
 from dialwatch.quiet_hours import TimeInterval
+from dialwatch.settings import check_base_url
 from dialwatch.templates import problem as template_problem
-from dialwatch.units import Money, parse_duration, parse_money
+from dialwatch.units import CREDITS, Money, parse_duration, parse_money
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -69,10 +70,11 @@ class _RuleBase(_Strict):
     repeat_every: RepeatEvery = timedelta(hours=4)
     max_repeats: Annotated[int, Field(ge=0)] | None = None
     send_resolved: bool = True
+    accounts: tuple[Name, ...] = ()  # default: every account whose provider supports the kind
 
 
 class BalanceBelow(_RuleBase):
-    """The wallet balance is below `threshold`."""
+    """The balance is below `threshold` (money for Dial, credits for Mifumo)."""
 
     kind: Literal["balance_below"]
     threshold: MoneyAmount
@@ -109,9 +111,12 @@ class PaymentMethodExpiring(_RuleBase):
 class Match(_Strict):
     """Narrows which ledger items a rule counts; every given field must match."""
 
-    fare: str | None = None  # glob on fareName, e.g. "sms.*"
+    fare: str | None = None  # glob on Dial's fareName, e.g. "sms.*"
     number: str | None = None
     attribution: Literal["wallet", "entitlement"] | None = None
+    action: str | None = None  # glob on Cloudflare's action, e.g. "subscription"
+    description: str | None = None  # glob, e.g. "*Workers*"
+    zone: str | None = None  # Cloudflare zone name
 
 
 def _timezone(value: object) -> str:
@@ -157,11 +162,17 @@ class UsageItem(_RuleBase):
 
 
 class LedgerEvent(_RuleBase):
-    """New credit and/or payment items arrived."""
+    """New ledger items of `types` arrived (by default every type but usage)."""
 
     kind: Literal["ledger_event"]
-    types: tuple[Literal["credit", "payment"], ...] = ("credit", "payment")
+    types: tuple[Literal["credit", "payment", "purchase", "charge", "usage"], ...] = (
+        "credit",
+        "payment",
+        "purchase",
+        "charge",
+    )
     severity: Severity = "info"
+    match: Match = Match()
 
 
 class RunwayBelow(_RuleBase):
@@ -172,6 +183,21 @@ class RunwayBelow(_RuleBase):
     lookback: Duration = timedelta(hours=24)
 
 
+class QuotaAbove(_RuleBase):
+    """This month's usage reached `percent` of the plan limit, or (`overage: true`) went
+    over it. An unlimited plan never fires."""
+
+    kind: Literal["quota_above"]
+    percent: Annotated[int, Field(ge=1, le=1000)] | None = None
+    overage: bool = False
+
+    @model_validator(mode="after")
+    def _percent_or_overage(self) -> QuotaAbove:
+        if (self.percent is None) == (not self.overage):
+            raise ValueError("set exactly one of percent (e.g. 80) or overage: true")
+        return self
+
+
 Rule = Annotated[
     BalanceBelow
     | SubscriptionCancelling
@@ -180,7 +206,8 @@ Rule = Annotated[
     | SpendAbove
     | UsageItem
     | LedgerEvent
-    | RunwayBelow,
+    | RunwayBelow
+    | QuotaAbove,
     Field(discriminator="kind"),
 ]
 RULE_KINDS: dict[str, type[_RuleBase]] = {
@@ -192,8 +219,11 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
     "usage_item": UsageItem,
     "ledger_event": LedgerEvent,
     "runway_below": RunwayBelow,
+    "quota_above": QuotaAbove,
 }
-SnapshotRule = BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring
+SnapshotRule = (
+    BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring | QuotaAbove
+)
 # dialwatch's own alerts, by name, with their kinds: they can be silenced and inhibit.
 WATCHER_ALERTS = {"dialwatch-api-auth": "watcher_auth", "dialwatch-unhealthy": "watcher_unhealthy"}
 # Rules fed by the activity ledger; without any, the ledger is not read at all.
@@ -203,6 +233,79 @@ ItemRule = UsageItem | LedgerEvent
 # Keys a rule inherits from `defaults:` when it does not set them itself.
 # `notify` is not among them: a rule without its own goes by `routes`, then defaults.notify.
 INHERITED = ("repeat_every", "max_repeats", "send_resolved", "for")
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What dialwatch can watch at one provider."""
+
+    base_url: str  # the documented one
+    kinds: tuple[str, ...]  # the rule kinds it supports
+    balance_unit: Literal["money", "credits"] | None = None
+    reads_snapshot: bool = True  # has a status endpoint read every check
+
+    @property
+    def has_money(self) -> bool:
+        """Whether it has a balance or spend to summarise (digests, status page)."""
+        return self.balance_unit is not None or "spend_above" in self.kinds
+
+
+_SPEND_KINDS = ("spend_above", "usage_item", "ledger_event")
+_DIAL_KINDS = (
+    "balance_below",
+    "subscription_cancelling",
+    "numbers_at_risk",
+    "payment_method_expiring",
+    *_SPEND_KINDS,
+    "runway_below",
+)
+PROVIDERS = {
+    "dial": ProviderSpec("https://getdial.ai", _DIAL_KINDS, "money"),
+    "mifumo": ProviderSpec(
+        "https://mifumosms.mifumolabs.com", ("balance_below", *_SPEND_KINDS), "credits"
+    ),
+    "hookbridge": ProviderSpec("https://api.hookbridge.io", ("quota_above",)),
+    "cloudflare": ProviderSpec(
+        "https://api.cloudflare.com/client/v4", _SPEND_KINDS, reads_snapshot=False
+    ),
+}
+ProviderName = Literal["dial", "mifumo", "hookbridge", "cloudflare"]
+
+
+def unsupported(rule: _RuleBase, provider: str) -> str | None:
+    """Why `rule` cannot run on an account of `provider`, or None if it can."""
+    spec = PROVIDERS[provider]
+    if rule.kind not in spec.kinds:  # type: ignore[attr-defined]
+        return f"{provider} supports {', '.join(spec.kinds)}"
+    if isinstance(rule, BalanceBelow):
+        unit = "credits" if rule.threshold.currency == CREDITS else "money"
+        if unit != spec.balance_unit:
+            example = "500 credits" if spec.balance_unit == "credits" else "$50.00"
+            return (
+                f"{provider} balances are {spec.balance_unit}: write a threshold like {example!r}"
+            )
+    return None
+
+
+def _base_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an https:// URL")
+    return check_base_url(value)
+
+
+class Account(_Strict):
+    """One account to watch, at one provider, with its key (a SecretStr)."""
+
+    name: Name
+    provider: ProviderName
+    api_key: SecretStr
+    api_email: str | None = None  # Cloudflare global API key: the account's email
+    base_url: Annotated[str, PlainValidator(_base_url)] | None = None
+    interval: Annotated[timedelta, PlainValidator(parse_duration)] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.base_url or PROVIDERS[self.provider].base_url
 
 
 class Defaults(_Strict):
@@ -326,6 +429,7 @@ class RulesFile(_Strict):
     """A validated rules file."""
 
     channels: dict[Name, Annotated[Channel, BeforeValidator(_channel)]]
+    accounts: tuple[Account, ...] = ()  # none: one Dial account from DIALWATCH_API_KEY
     defaults: Defaults = Defaults()
     rules: tuple[Rule, ...] = ()
     routes: tuple[Route, ...] = ()
@@ -354,6 +458,16 @@ class RulesFile(_Strict):
             return tuple(Target(channel, quiet) for channel, quiet in chosen.items())
         fallback = self.defaults.notify or tuple(self.channels)
         return tuple(Target(channel, own_quiet) for channel in fallback)
+
+    def rules_for(self, account: str, provider: str) -> tuple[Rule, ...]:
+        """The rules that run on `account`: those naming it, or naming no account, whose
+        kind its provider supports."""
+        return tuple(
+            rule
+            for rule in self.rules
+            if (not rule.accounts or account in rule.accounts)
+            and unsupported(rule, provider) is None
+        )
 
     def _quiet(self, source: _RuleBase | Route, severity: str) -> tuple[TimeInterval, ...]:
         if severity == "critical" and not source.mute_critical:
@@ -525,6 +639,8 @@ def _valid_keys(parent: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> 
     model: type[BaseModel] = RulesFile
     if parent[-1:] == ("match",):
         model = Match
+    elif parent[:1] == ("accounts",) and len(parent) == 2:
+        model = Account
     elif kind_model is not None:
         model = kind_model
     elif parent == ("defaults",):
@@ -601,6 +717,7 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
             check_notify(("routes", index, "notify"), route.get("notify"))
             check_mute(("routes", index, "mute_during"), route.get("mute_during"))
     has_fallback = bool(routes) or (isinstance(defaults, dict) and bool(defaults.get("notify")))
+    accounts = _check_accounts(data.get("accounts"), add)
     rules = data.get("rules")
     seen: dict[str, int] = {}
     for index, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -622,6 +739,7 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
             )
         check_notify(("rules", index, "notify"), rule.get("notify"))
         check_mute(("rules", index, "mute_during"), rule.get("mute_during"))
+        _check_rule_accounts(rule, index, accounts, add)
         for key in ("title", "body"):
             if isinstance(rule.get(key), str) and isinstance(rule.get("kind"), str):
                 issue = template_problem(rule[key], rule["kind"])
@@ -644,6 +762,56 @@ def _cross_check(data: dict[Any, Any], source: _Source, filename: str) -> list[C
                             f"no {key} named '{value}'; known: {', '.join(valid)}",
                         )
     return issues
+
+
+def _check_accounts(raw: object, add: Any) -> dict[str, str]:
+    """Account names (unique) and their providers; without an `accounts` section, the
+    one Dial account from the environment."""
+    if not isinstance(raw, list):
+        return {"dial": "dial"}
+    accounts: dict[str, str] = {}
+    for index, account in enumerate(raw):
+        if not isinstance(account, dict):
+            continue
+        name, provider = account.get("name"), account.get("provider")
+        if isinstance(name, str) and name in accounts:
+            add(("accounts", index, "name"), f"duplicate account name '{name}'")
+        if isinstance(name, str) and isinstance(provider, str) and provider in PROVIDERS:
+            accounts.setdefault(name, provider)
+        if account.get("api_email") is not None and provider != "cloudflare":
+            add(
+                ("accounts", index, "api_email"),
+                "api_email is for a Cloudflare global API key; other providers take api_key only",
+            )
+    if not raw:
+        add(("accounts",), "list at least one account, or leave the section out")
+    return accounts
+
+
+def _check_rule_accounts(
+    rule: dict[Any, Any], index: int, accounts: dict[str, str], add: Any
+) -> None:
+    """A rule's `accounts` must exist, and at least one of them must support it."""
+    named = rule.get("accounts")
+    names = [n for n in (named if isinstance(named, list) else []) if isinstance(n, str)]
+    for i, name in enumerate(names):
+        if name not in accounts:
+            add(
+                ("rules", index, "accounts", i),
+                f"no account named '{name}'; defined: {', '.join(accounts) or 'none'}",
+            )
+    kind = rule.get("kind")
+    if not isinstance(kind, str) or kind not in RULE_KINDS:
+        return
+    try:
+        model = RULE_KINDS[kind].model_validate({**rule, "name": "x"})
+    except ValidationError:
+        return  # reported by the schema
+    candidates = [n for n in names if n in accounts] if names else list(accounts)
+    if not candidates or any(unsupported(model, accounts[n]) is None for n in candidates):
+        return
+    why = "; ".join(f"{n} ({accounts[n]}): {unsupported(model, accounts[n])}" for n in candidates)
+    add(("rules", index, "kind"), f"no account can run a {kind} rule: {why}")
 
 
 def channel_url_problem(url: str) -> str | None:

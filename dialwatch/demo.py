@@ -1,8 +1,9 @@
-"""`dialwatch demo`: the real service against the built-in simulated Dial API.
+"""`dialwatch demo`: the real service against built-in simulated Dial and Mifumo APIs.
 
-A scripted wallet drains past two thresholds, the subscription is set to cancel, a
-looping agent makes a spend spike, and a top-up brings everything back, so a newcomer
-sees firing, grouped and resolved notices.
+A scripted Dial wallet drains past two thresholds, the subscription is set to cancel, a
+looping agent makes a spend spike, and a top-up brings everything back; beside it, the
+SMS credits at Mifumo run low until a bundle is bought. A newcomer sees firing, grouped
+and resolved notices from two providers in one service.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import apprise.decorators
-from pydantic import SecretStr
 
 from dialwatch.config import parse_rules
-from dialwatch.runner import open_watcher, run_service
+from dialwatch.runner import open_fleet, run_service
 from dialwatch.settings import Settings
-from dialwatch.simulator import DialAccount, DialSimulator
+from dialwatch.simulators.dial import DialAccount, DialSimulator
+from dialwatch.simulators.mifumo import MifumoAccount, MifumoSimulator
 
 DEMO_KEY = "sk_demo_0000000000000000000000"
+MIFUMO_KEY = "mf_demo_0000000000000000000000"
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,34 @@ class Scene:
     calls: int = 0  # usage items of $0.90 each
     big_calls: int = 0  # usage items of $3.50 each, over expensive-call's $2.00
     top_up_cents: int = 0
+    sms_credits: int = 1200  # Mifumo SMS credits
+    sms_bundle: int = 0  # credits bought (a $50.00 purchase)
 
 
 SCRIPT = (
     Scene("A healthy wallet: $80.00. Nothing fires.", 8000),
-    Scene("A busy day: calls drain the wallet.", 6400, calls=5),
-    Scene("Still draining.", 5600, calls=4),
-    Scene("Under $50: wallet-low fires (warning).", 4700, calls=4),
-    Scene("Draining on; wallet-low already fired, so no repeat within repeat_every.", 3900),
-    Scene("Someone schedules the subscription to cancel at period end.", 3100, cancelling=True),
+    Scene(
+        "A busy day: calls drain the wallet, SMS use the credits.", 6400, calls=5, sms_credits=900
+    ),
+    Scene("Still draining.", 5600, calls=4, sms_credits=700),
+    Scene(
+        "Under $50: wallet-low fires (warning); SMS credits under 500: sms-credits-low fires.",
+        4700,
+        calls=4,
+        sms_credits=450,
+    ),
+    Scene(
+        "Draining on; both already fired, so no repeat within repeat_every.",
+        3900,
+        sms_credits=300,
+    ),
+    Scene(
+        "Someone schedules the subscription to cancel at period end; an SMS bundle is bought.",
+        3100,
+        cancelling=True,
+        sms_credits=1300,
+        sms_bundle=1000,
+    ),
     Scene(
         "Under $20, and a spend spike: a looping agent places international calls. "
         "wallet-critical fires, expensive-call groups the calls into one message, and "
@@ -51,12 +72,21 @@ SCRIPT = (
         1850,
         cancelling=True,
         big_calls=4,
+        sms_credits=1300,
     ),
     Scene(
-        "A wobble around $20 does not flap: still below the clear margin.", 2050, cancelling=True
+        "A wobble around $20 does not flap: still below the clear margin.",
+        2050,
+        cancelling=True,
+        sms_credits=1300,
     ),
-    Scene("Top-up of $100 arrives; the cancellation is reverted.", 12050, top_up_cents=10000),
-    Scene("All clear: resolved notices went out once. The demo ends.", 12050),
+    Scene(
+        "Top-up of $100 arrives; the cancellation is reverted.",
+        12050,
+        top_up_cents=10000,
+        sms_credits=1300,
+    ),
+    Scene("All clear: resolved notices went out once. The demo ends.", 12050, sms_credits=1300),
 )
 
 
@@ -92,13 +122,24 @@ def _console_printer(out: TextIO) -> Any:
     return console
 
 
-async def _play(simulator: DialSimulator, out: TextIO, scene_seconds: float) -> None:
+async def _play(
+    simulator: DialSimulator, sms: MifumoAccount, out: TextIO, scene_seconds: float
+) -> None:
     account = simulator.account
     assert account.subscription is not None
     for number, scene in enumerate(SCRIPT, 1):
         simulator.ledger.extend(_ledger_items(scene, number))
         account.balance_cents = scene.balance_cents
         account.subscription["cancelAtPeriodEnd"] = scene.cancelling
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        used = sms.balance + scene.sms_bundle - scene.sms_credits
+        if used > 0:  # at 3 cents a message; the API sends floats like -9.0
+            sms.record(
+                f"use{number}", "usage", -used * 3 / 100, now, f"SMS usage - {used} messages"
+            )
+        if scene.sms_bundle:
+            sms.record(f"buy{number}", "purchase", 50.00, now, "Starter Package - 1000 SMS")
+        sms.balance = scene.sms_credits
         out.write(f"[{number}/{len(SCRIPT)}] {scene.note}\n")
         out.flush()
         await asyncio.sleep(scene_seconds)
@@ -115,29 +156,36 @@ async def run_demo(
     period_end = datetime.now(UTC) + timedelta(days=20, hours=1)
     account.subscription["periodEnd"] = period_end.strftime("%Y-%m-%dT%H:%M:%SZ")
     simulator = DialSimulator(account)
-    base_url = await simulator.start()
+    sms = MifumoAccount(api_key=MIFUMO_KEY, balance=SCRIPT[0].sms_credits)
+    mifumo = MifumoSimulator(sms)
+    env = {
+        "DEMO_DIAL_KEY": DEMO_KEY,
+        "DEMO_DIAL_URL": await simulator.start(),
+        "DEMO_MIFUMO_KEY": MIFUMO_KEY,
+        "DEMO_MIFUMO_URL": await mifumo.start(),
+    }
     text = resources.files("dialwatch").joinpath("demo_rules.yaml").read_text(encoding="utf-8")
-    rules = parse_rules(text, "demo_rules.yaml", {})
+    rules = parse_rules(text, "demo_rules.yaml", env)
     stop = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="dialwatch-demo-") as tmp:
-        settings = Settings(
-            api_key=SecretStr(DEMO_KEY), base_url=base_url, state=Path(tmp) / "demo.db"
-        )
+        settings = Settings(state=Path(tmp) / "demo.db")
         out.write(
-            f"dialwatch demo: simulated Dial API at {base_url}, checking every "
-            f"{interval.total_seconds():g}s.\nRules: {', '.join(r.name for r in rules.rules)}.\n\n"
+            f"dialwatch demo: simulated Dial API at {env['DEMO_DIAL_URL']} and Mifumo SMS "
+            f"API at {env['DEMO_MIFUMO_URL']}, checking every {interval.total_seconds():g}s."
+            f"\nRules: {', '.join(r.name for r in rules.rules)}.\n\n"
         )
         try:
-            async with open_watcher(settings, rules) as watcher:
-                service = asyncio.create_task(run_service(watcher, interval, stop))
+            async with open_fleet(settings, rules, interval=interval) as fleet:
+                service = asyncio.create_task(run_service(fleet, stop))
                 try:
-                    await _play(simulator, out, scene_seconds)
+                    await _play(simulator, sms, out, scene_seconds)
                 finally:
                     stop.set()
                     await service
         finally:
             await simulator.stop()
+            await mifumo.stop()
     out.write(
-        "Demo finished. Next: copy rules.example.yaml, set DIALWATCH_API_KEY, "
-        "and run `dialwatch validate` then `dialwatch run`.\n"
+        "Demo finished. Next: copy rules.example.yaml, list your accounts (or set "
+        "DIALWATCH_API_KEY), and run `dialwatch validate` then `dialwatch run`.\n"
     )

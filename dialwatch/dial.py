@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -22,6 +22,7 @@ from pydantic import (
 
 from dialwatch.api_client import ApiClient
 from dialwatch.model import (
+    ActivityStats,
     BillingSnapshot,
     LedgerItem,
     PaymentMethod,
@@ -146,16 +147,6 @@ class _Page:
     has_more: bool
 
 
-@dataclass
-class ActivityStats:
-    """What one read of the ledger cost, and what it could not read."""
-
-    requests: int = 0
-    # Instants where one filter's page was all one instant: the API's timestamp cursor
-    # cannot page inside a single instant, so items there may be out of reach.
-    truncated: list[str] = field(default_factory=list)
-
-
 def parse_activity_page(body: bytes) -> _Page:
     """One GET /api/v1/billing/activity page; raises ValidationError off the contract."""
     page = _ActivityPage.model_validate_json(body)
@@ -219,6 +210,8 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
 
 class DialProvider:
     """Reads one Dial account."""
+
+    provider = "dial"
 
     def __init__(self, account: str, client: ApiClient) -> None:
         self.account = account
@@ -290,3 +283,12 @@ class DialProvider:
             params["starting_after"] = starting_after
         stats.requests += 1
         return await self._client.get(ACTIVITY_PATH, parse_activity_page, params)
+
+
+def headers(api_key: str, api_email: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def error_text(body: bytes) -> str | None:
+    """Dial's `error` is a string or a validation object; the generic reader knows both."""
+    return None

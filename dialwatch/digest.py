@@ -39,7 +39,7 @@ class DigestFacts:
     balance_before: Money | None
     spend_by_day: Mapping[str, Money]
     top_numbers: tuple[tuple[str, Money], ...]
-    top_fares: tuple[tuple[str, Money], ...]
+    top_items: tuple[tuple[str, Money], ...]
     alerts: Mapping[str, int]  # rule -> times it fired (first notifications) in the period
     spend_total: Money | None  # None: no spend rule reads the ledger
 
@@ -74,7 +74,7 @@ def compose_digest(digest: Digest, facts: DigestFacts, since: datetime, until: d
             f"Spend: {facts.spend_total} in the period",
             f"Spend by UTC day: {days or 'none'}",
             "Top numbers: " + (_list(facts.top_numbers) or "none"),
-            "Top fares: " + (_list(facts.top_fares) or "none"),
+            "Top items: " + (_list(facts.top_items) or "none"),
         ]
         if balance is not None and facts.spend_total.cents > 0:
             seconds = int(period(digest).total_seconds())

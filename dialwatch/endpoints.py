@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from aiohttp import web
@@ -10,16 +11,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from dialwatch.service import Watcher
 from dialwatch.status_page import render_status_page
 
-WATCHER: web.AppKey[Watcher] = web.AppKey("watcher", Watcher)
-INTERVAL: web.AppKey[timedelta] = web.AppKey("interval", timedelta)
+Watchers = Callable[[], list[Watcher]]
+WATCHERS: web.AppKey[Watchers] = web.AppKey("watchers")
 # A check with every retry and backoff takes about two minutes at worst.
 SLOWEST_CHECK = timedelta(minutes=2)
 
 
-def make_app(watcher: Watcher, interval: timedelta) -> web.Application:
+def make_app(watchers: Watchers) -> web.Application:
+    """The endpoints over the accounts `watchers()` returns (it changes on reload)."""
     app = web.Application()
-    app[WATCHER] = watcher
-    app[INTERVAL] = interval
+    app[WATCHERS] = watchers
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -35,44 +36,50 @@ async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    """200 while the check loop is alive: it started an iteration recently."""
-    watcher, interval = request.app[WATCHER], request.app[INTERVAL]
-    tick = watcher.health.loop_tick
-    now = watcher.clock.now()
-    if tick is None:
-        return web.Response(status=503, text="starting: no check has begun yet\n")
-    if now - tick > interval + SLOWEST_CHECK:
-        return web.Response(
-            status=503, text=f"stalled: the check loop last ran at {tick:%Y-%m-%dT%H:%M:%SZ}\n"
-        )
+    """200 while every account's check loop is alive: it started an iteration recently."""
+    problems = []
+    for watcher in request.app[WATCHERS]():
+        tick = watcher.health.loop_tick
+        if tick is None:
+            problems.append(f"{watcher.account}: starting, no check has begun yet")
+        elif watcher.clock.now() - tick > watcher.interval + SLOWEST_CHECK:
+            problems.append(
+                f"{watcher.account}: stalled, the check loop last ran at {tick:%Y-%m-%dT%H:%M:%SZ}"
+            )
+    if problems:
+        return web.Response(status=503, text="\n".join(problems) + "\n")
     return web.Response(text="ok\n")
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """200 while the last successful check is younger than three intervals."""
-    watcher, interval = request.app[WATCHER], request.app[INTERVAL]
-    health = watcher.health
-    now = watcher.clock.now()
-    if health.last_success is None:
-        reason = health.last_error or "no check has finished yet"
-        return web.Response(status=503, text=f"not ready: no successful check yet ({reason})\n")
-    age = now - health.last_success
-    if age > 3 * interval:
-        return web.Response(
-            status=503,
-            text=f"not ready: last successful check {int(age.total_seconds())}s ago "
-            f"(more than 3 intervals); last error: {health.last_error or 'none'}\n",
-        )
-    return web.Response(text=f"ready: last successful check {int(age.total_seconds())}s ago\n")
+    """200 while every account's last successful check is younger than three intervals."""
+    lines, ready = [], True
+    for watcher in request.app[WATCHERS]():
+        health, account = watcher.health, watcher.account
+        if health.last_success is None:
+            ready = False
+            reason = health.last_error or "no check has finished yet"
+            lines.append(f"{account}: not ready: no successful check yet ({reason})")
+            continue
+        age = int((watcher.clock.now() - health.last_success).total_seconds())
+        if age > 3 * watcher.interval.total_seconds():
+            ready = False
+            lines.append(
+                f"{account}: not ready: last successful check {age}s ago "
+                f"(more than 3 intervals); last error: {health.last_error or 'none'}"
+            )
+        else:
+            lines.append(f"{account}: ready: last successful check {age}s ago")
+    return web.Response(status=200 if ready else 503, text="\n".join(lines) + "\n")
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    watcher = request.app[WATCHER]
-    body = watcher.metrics.render(watcher.store, list(watcher.rules.channels))
+    watchers = request.app[WATCHERS]()
+    body = watchers[0].metrics.render(watchers[0].store, list(watchers[0].rules.channels))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _status(request: web.Request) -> web.Response:
-    watcher = request.app[WATCHER]
-    html = render_status_page(watcher, watcher.clock.now())
+    watchers = request.app[WATCHERS]()
+    html = render_status_page(watchers, watchers[0].clock.now())
     return web.Response(text=html, content_type="text/html")

@@ -16,6 +16,7 @@ from dialwatch.config import (
     NumbersAtRisk,
     PaymentMethodExpiring,
     Period,
+    QuotaAbove,
     Rule,
     RunwayBelow,
     SnapshotRule,
@@ -23,7 +24,14 @@ from dialwatch.config import (
     SubscriptionCancelling,
     UsageItem,
 )
-from dialwatch.model import BillingSnapshot, LedgerItem, PaymentMethod, SpendSummary
+from dialwatch.model import (
+    SPEND_TYPES,
+    BillingSnapshot,
+    LedgerItem,
+    PaymentMethod,
+    QuotaPeriod,
+    SpendSummary,
+)
 from dialwatch.units import Money, format_duration
 
 
@@ -49,22 +57,35 @@ def evaluate(
             return _numbers_at_risk(snap)
         case PaymentMethodExpiring():
             return _payment_method_expiring(rule, snap)
+        case QuotaAbove():
+            return _quota_above(rule, snap)
 
 
 def _balance_below(
     rule: BalanceBelow, snap: BillingSnapshot, was_active: bool, previous: Money | None
 ) -> Finding:
     balance, threshold = snap.balance, rule.threshold
+    if balance is None or balance.currency != threshold.currency:
+        # The provider changed what its balance is counted in: say so rather than
+        # compare credits with dollars. Active, so it cannot pass unnoticed.
+        unit = balance.currency if balance else "nothing"
+        return Finding(
+            True,
+            f"the {snap.balance_meaning} is in {unit}, the threshold in {threshold.currency}: "
+            "cannot compare; fix the rule's threshold",
+            (("Balance", str(balance)), ("Threshold", str(threshold))),
+        )
     clear_at = threshold + rule.clear_margin
     # Once firing, the balance must climb clear of the threshold to resolve, so a
     # balance wobbling around it does not flap.
     active = balance < (clear_at if was_active else threshold)
+    what = snap.balance_meaning
     if active:
-        summary = f"balance {balance} is below {threshold}"
+        summary = f"{what} {balance} is below {threshold}"
     elif was_active:
-        summary = f"balance {balance} is back above {threshold}"
+        summary = f"{what} {balance} is back above {threshold}"
     else:
-        summary = f"balance {balance} is at or above {threshold}"
+        summary = f"{what} {balance} is at or above {threshold}"
     facts = [("Balance", str(balance)), ("Threshold", str(threshold))]
     if active and was_active and balance >= threshold:
         facts.append(("Resolves at", f"{clear_at} or more"))
@@ -118,6 +139,51 @@ def _numbers_at_risk(snap: BillingSnapshot) -> Finding:
             ("PAYG numbers", numbers),
         ),
     )
+
+
+def _quota_above(rule: QuotaAbove, snap: BillingSnapshot) -> Finding:
+    quota = snap.quota
+    month = snap.taken_at.strftime("%Y-%m")
+    if quota is None:
+        return Finding(False, f"no usage reported for {month} yet")
+    limit = quota.plan_limit
+    used = f"{quota.used:,} messages"
+    if limit is None:
+        return Finding(False, f"{used} this month on an unlimited plan")
+    # Integers only: used/limit >= percent/100, without a float in between.
+    if rule.overage:
+        active = quota.overage > 0
+        threshold = "the plan limit"
+    else:
+        assert rule.percent is not None
+        active = quota.used * 100 >= rule.percent * limit
+        threshold = f"{rule.percent}% of the plan"
+    share = _percent(quota.used, limit)
+    facts = [
+        ("Used", f"{used} ({share} of the plan)"),
+        ("Plan limit", f"{limit:,} messages"),
+        ("Overage", f"{quota.overage:,} messages"),
+        ("Period", f"{quota.start} to {quota.end}"),
+        ("Time left in the month", _month_left(quota, snap.taken_at)),
+    ]
+    if active and rule.overage:
+        summary = f"{quota.overage:,} messages over the plan limit of {limit:,} this month"
+    elif active:
+        summary = f"{used} used this month, {share} of the {limit:,} plan limit"
+    else:
+        summary = f"{used} used this month ({share}), below {threshold}"
+    return Finding(active, summary, tuple(facts))
+
+
+def _percent(part: int, whole: int) -> str:
+    if whole <= 0:
+        return "over 100%" if part > 0 else "0%"
+    return f"{(Decimal(part) * 100 / whole).quantize(Decimal('0.1'), ROUND_HALF_UP)}%"
+
+
+def _month_left(quota: QuotaPeriod, now: datetime) -> str:
+    end = datetime(quota.end.year, quota.end.month, quota.end.day, tzinfo=UTC)
+    return _time_left(end + timedelta(days=1), now)
 
 
 def card_expires_at(method: PaymentMethod) -> datetime | None:
@@ -224,7 +290,7 @@ def evaluate_spend(rule: SpendAbove, spend: SpendSummary) -> Finding:
     active = spend.total > rule.amount
     relation = "is above" if active else "is within"
     facts = [
-        ("Spend", f"{spend.total} over {spend.count} usage item(s)"),
+        ("Spend", f"{spend.total} over {spend.count} item(s)"),
         ("Threshold", str(rule.amount)),
         ("Window", window),
     ]
@@ -233,7 +299,7 @@ def evaluate_spend(rule: SpendAbove, spend: SpendSummary) -> Finding:
     if spend.by_number:
         facts.append(("Top numbers", _contributors(spend.by_number)))
     if spend.by_fare:
-        facts.append(("Top fares", _contributors(spend.by_fare)))
+        facts.append(("Top items", _contributors(spend.by_fare)))
     return Finding(active, f"spend {spend.total} {window} {relation} {rule.amount}", tuple(facts))
 
 
@@ -271,9 +337,9 @@ def evaluate_runway(rule: RunwayBelow, balance: Money, burned: Money) -> Finding
 def item_matches(rule: ItemRule, item: LedgerItem) -> bool:
     """Whether one new ledger item is an event for `rule`."""
     if isinstance(rule, LedgerEvent):
-        return item.type in rule.types
+        return item.type in rule.types and _selects(rule.match, item)
     return (
-        item.type == "usage"
+        item.type in SPEND_TYPES
         and item.currency == rule.min_amount.currency
         and item.cents >= rule.min_amount.cents
         and _selects(rule.match, item)
@@ -288,16 +354,20 @@ def describe_item(item: LedgerItem) -> str:
 
 def _what(item: LedgerItem) -> str:
     invoice = f", invoice {item.invoice_id}" if item.invoice_id else ""
+    if item.type == "usage" and item.description and not item.fare:
+        return f"{item.amount} usage: {item.description}"
     if item.type == "usage":
         return f"{item.amount} {item.fare or 'usage'} on {item.number or 'no number'}"
     if item.type == "credit":
         return f"credit of {item.amount} ({item.kind or 'unknown kind'}){invoice}"
-    return f"{item.type} of {item.amount} ({item.reason or 'no reason given'}){invoice}"
+    about = ": ".join(x for x in (item.action, item.description or item.reason) if x)
+    zone = f", zone {item.zone}" if item.zone else ""
+    return f"{item.type} of {item.amount} ({about or 'no reason given'}){zone}{invoice}"
 
 
 def item_rule_summary(rule: ItemRule, count: int, total: Money, first: LedgerItem) -> str:
     if isinstance(rule, UsageItem):
-        return f"{count} usage item(s) at or above {rule.min_amount} (total {total})"
+        return f"{count} spend item(s) at or above {rule.min_amount} (total {total})"
     if count == 1:
         return f"new {_what(first)}"
     return f"{count} new ledger items: {', '.join(rule.types)} (total {total})"
@@ -305,19 +375,21 @@ def item_rule_summary(rule: ItemRule, count: int, total: Money, first: LedgerIte
 
 def _selects(match: Match, item: LedgerItem) -> bool:
     return (
-        (match.fare is None or (item.fare is not None and fnmatchcase(item.fare, match.fare)))
+        _glob(match.fare, item.fare)
+        and _glob(match.action, item.action)
+        and _glob(match.description, item.description)
         and (match.number is None or item.number == match.number)
         and (match.attribution is None or item.attribution == match.attribution)
+        and (match.zone is None or item.zone == match.zone)
     )
 
 
+def _glob(pattern: str | None, value: str | None) -> bool:
+    return pattern is None or (value is not None and fnmatchcase(value, pattern))
+
+
 def _describe_match(match: Match) -> str:
-    parts = [
-        f"{name} {value}"
-        for name, value in (("fare", match.fare), ("number", match.number),
-                            ("attribution", match.attribution))
-        if value is not None
-    ]  # fmt: skip
+    parts = [f"{name} {value}" for name, value in match.model_dump().items() if value is not None]
     return ", ".join(parts)
 
 

@@ -18,9 +18,8 @@ from typing import Protocol
 import structlog
 
 from dialwatch.config import ItemRule, LedgerEvent, Rule, UsageItem
-from dialwatch.dial import ActivityStats
 from dialwatch.evaluate import history_needed, item_matches
-from dialwatch.model import LedgerItem
+from dialwatch.model import ActivityStats, LedgerItem
 from dialwatch.store import LedgerCheckpoint, Store
 
 log = structlog.get_logger("dialwatch.ledger")

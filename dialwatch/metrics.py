@@ -21,7 +21,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.balance = Gauge(
-            "dialwatch_balance_cents", "Wallet balance, in minor units (cents)",
+            "dialwatch_balance_cents", "Balance, in minor units (cents; credits for SMS credits)",
             ["account", "currency"], registry=r,
         )  # fmt: skip
         self.spend = Gauge(
@@ -68,8 +68,8 @@ class Metrics:
             self.failures.labels(account, error.reason).inc()
         if not report.errors:
             self.last_success.labels(account).set(report.now.timestamp())
-        if report.snapshot is not None:
-            balance = report.snapshot.balance
+        balance = report.snapshot.balance if report.snapshot else None
+        if balance is not None:
             self.balance.labels(account, balance.currency).set(balance.cents)
         for rule, spent in report.spend.items():
             self.spend.labels(account, rule).set(spent.cents)

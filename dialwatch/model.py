@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import NamedTuple
 
 from dialwatch.clock import to_micros
@@ -43,16 +43,35 @@ class PaymentMethod:
 
 
 @dataclass(frozen=True)
+class QuotaPeriod:
+    """A plan's usage in one calendar period (HookBridge: a UTC month)."""
+
+    start: date
+    end: date  # the last day in the period
+    used: int
+    plan_limit: int | None  # None: unlimited
+    overage: int
+
+
+@dataclass(frozen=True)
 class BillingSnapshot:
-    """One account's billing status, read at `taken_at`."""
+    """One account's billing status, read at `taken_at`, in every provider's terms.
+
+    `balance` is what the account can still spend (Dial: the wallet in USD; Mifumo: SMS
+    credits), `balance_meaning` says which; None where the provider has no balance.
+    `quota` is this period's plan usage where the provider meters one. The rest is
+    Dial's subscription and payment side, empty elsewhere.
+    """
 
     account: str
     taken_at: datetime
-    balance: Money
-    subscription: Subscription | None
-    numbers: tuple[PhoneNumber, ...]
-    payment_methods: tuple[PaymentMethod, ...]
-    numbers_release_at: datetime | None
+    balance: Money | None
+    subscription: Subscription | None = None
+    numbers: tuple[PhoneNumber, ...] = ()
+    payment_methods: tuple[PaymentMethod, ...] = ()
+    numbers_release_at: datetime | None = None
+    balance_meaning: str = "wallet balance"
+    quota: QuotaPeriod | None = None
 
     @property
     def default_payment_method(self) -> PaymentMethod | None:
@@ -72,18 +91,26 @@ def time_key(moment: datetime) -> str:
     return f"{to_micros(moment):016x}"
 
 
-class LedgerItem(NamedTuple):
-    """One activity item: usage (spend), a credit or a payment, with an exact amount.
+# Ledger item types that are money going out, which spend rules add up.
+SPEND_TYPES = ("usage", "charge")
+# The normalized types every provider maps its items into.
+ITEM_TYPES = ("usage", "charge", "purchase", "credit", "payment")
 
-    `key` identifies the item across reads: the API gives items no id, so it is its
-    time, a digest of its content, and its rank among identical items at that instant.
+
+class LedgerItem(NamedTuple):
+    """One ledger item with an exact amount: usage or a charge (spend), a purchase, a
+    credit or a payment.
+
+    `key` identifies the item across reads and starts with its time, so keys sort by
+    time. Where the API gives an id it is the time and the id; Dial gives none, so there
+    it is the time, a digest of the content, and the rank among identical items.
     A NamedTuple, not a frozen dataclass: a backlog makes hundreds of thousands.
     """
 
     key: str
-    type: str  # usage | credit | payment, or a type the API added later
+    type: str  # one of ITEM_TYPES, or a type the API added later
     occurred_at: datetime
-    cents: int  # usage: totalCents; credit and payment: amountCents
+    cents: int  # minor units; spend is positive whatever sign the API uses
     currency: str = "USD"
     fare: str | None = None
     number: str | None = None
@@ -91,6 +118,9 @@ class LedgerItem(NamedTuple):
     kind: str | None = None
     invoice_id: str | None = None
     reason: str | None = None
+    action: str | None = None  # Cloudflare: what the charge is for (e.g. subscription)
+    description: str | None = None
+    zone: str | None = None
 
     @property
     def amount(self) -> Money:
@@ -113,3 +143,13 @@ class ItemMatches:
     count: int
     total: Money
     shown: tuple[LedgerItem, ...]
+
+
+@dataclass
+class ActivityStats:
+    """What one read of the ledger cost, and what it could not read."""
+
+    requests: int = 0
+    # Instants where one filter's page was all one instant: Dial's timestamp cursor
+    # cannot page inside a single instant, so items there may be out of reach.
+    truncated: list[str] = field(default_factory=list)

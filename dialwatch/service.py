@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -17,6 +17,7 @@ from dialwatch.alerts import AlertState, Decision, Status, Timing, step
 from dialwatch.clock import Clock
 from dialwatch.config import (
     LEDGER_KINDS,
+    PROVIDERS,
     WATCHER_ALERTS,
     LedgerEvent,
     Rule,
@@ -38,11 +39,12 @@ from dialwatch.evaluate import (
     item_rule_summary,
     spend_since,
 )
-from dialwatch.ledger import ActivitySource, LedgerSync, sync_ledger
+from dialwatch.ledger import LedgerSync, sync_ledger
 from dialwatch.messages import AlertSpec, Message, compose, compose_event
 from dialwatch.metrics import Metrics
 from dialwatch.model import BillingSnapshot
 from dialwatch.notify import Notifier
+from dialwatch.providers import Provider
 from dialwatch.quiet_hours import quiet_until
 from dialwatch.store import OutboxEntry, Store
 from dialwatch.units import Money, format_duration
@@ -50,10 +52,6 @@ from dialwatch.units import Money, format_duration
 log = structlog.get_logger("dialwatch.service")
 
 AUTH_ALERT, UNHEALTHY_ALERT = WATCHER_ALERTS
-
-
-class Provider(ActivitySource, Protocol):
-    async def fetch_billing(self, now: datetime) -> BillingSnapshot: ...
 
 
 @dataclass
@@ -68,13 +66,15 @@ class Health:
 
 @dataclass
 class Watcher:
-    """Everything one check needs; built once by `open_watcher`, or by tests."""
+    """Everything one account's check needs; built by `open_watchers`, or by tests.
+    The watchers of one service share the store, notifier, metrics and rules."""
 
     rules: RulesFile
     source: Provider
     store: Store
     notifier: Notifier
     clock: Clock
+    interval: timedelta = timedelta(seconds=60)
     outbox_expiry: timedelta = timedelta(hours=24)
     ledger_overlap: timedelta = timedelta(minutes=10)
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +84,15 @@ class Watcher:
     @property
     def account(self) -> str:
         return self.source.account
+
+    @property
+    def provider(self) -> str:
+        return self.source.provider
+
+    @property
+    def active_rules(self) -> tuple[Rule, ...]:
+        """The rules that run on this account."""
+        return self.rules.rules_for(self.account, self.provider)
 
 
 @dataclass(frozen=True)
@@ -125,15 +134,15 @@ class CycleReport:
         return [(t, o) for o in self.outcomes if o.message for t in o.spec.targets]
 
 
-PROVIDER = "dial"  # the one provider so far; routes can match on it already
-
-
-def rule_spec(rules: RulesFile, rule: Rule, account: str) -> AlertSpec:
+def rule_spec(watcher: Watcher, rule: Rule) -> AlertSpec:
+    targets = watcher.rules.targets_for(
+        rule.name, rule.kind, rule.severity, watcher.account, watcher.provider, rule
+    )
     return AlertSpec(
         name=rule.name,
         kind=rule.kind,
         severity=rule.severity,
-        targets=rules.targets_for(rule.name, rule.kind, rule.severity, account, PROVIDER, rule),
+        targets=targets,
         hold=rule.for_,
         repeat_every=rule.repeat_every,
         send_resolved=rule.send_resolved,
@@ -143,16 +152,18 @@ def rule_spec(rules: RulesFile, rule: Rule, account: str) -> AlertSpec:
     )
 
 
-def watcher_spec(rules: RulesFile, name: str, kind: str, account: str) -> AlertSpec:
+def watcher_spec(watcher: Watcher, name: str, kind: str) -> AlertSpec:
     """One of dialwatch's own alerts: routed like any other, else to the default channels,
     else to all."""
     return AlertSpec(
         name=name,
         kind=kind,
         severity="critical",
-        targets=rules.targets_for(name, kind, "critical", account, PROVIDER),
+        targets=watcher.rules.targets_for(
+            name, kind, "critical", watcher.account, watcher.provider
+        ),
         hold=timedelta(0),
-        repeat_every=rules.defaults.repeat_every,
+        repeat_every=watcher.rules.defaults.repeat_every,
         send_resolved=True,
     )
 
@@ -184,7 +195,7 @@ def _auth_finding(error: ProviderError | None, account: str) -> Finding:
                 ("Error", str(error)),
                 (
                     "What to do",
-                    "check or rotate the key (DIALWATCH_API_KEY); "
+                    "check or rotate the key (the account's api_key, or DIALWATCH_API_KEY); "
                     "dialwatch tries again every interval",
                 ),
             ),
@@ -208,6 +219,15 @@ async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
     return report
 
 
+async def run_checks(watchers: list[Watcher], *, dry_run: bool = False) -> list[CycleReport]:
+    """Check several accounts at the same time (they share one store). A dry run rolls
+    them all back together."""
+    if dry_run and watchers:
+        with watchers[0].store.rolled_back():
+            return list(await asyncio.gather(*(_cycle(w) for w in watchers)))
+    return list(await asyncio.gather(*(run_cycle(w) for w in watchers)))
+
+
 def _record_health(watcher: Watcher, report: CycleReport) -> None:
     health = watcher.health
     health.last_check = report.now
@@ -222,12 +242,13 @@ def _record_health(watcher: Watcher, report: CycleReport) -> None:
 async def _cycle(watcher: Watcher) -> CycleReport:
     now = watcher.clock.now()
     account = watcher.account
-    rules = watcher.rules.rules
-    bound = log.bind(account=account)
+    rules = watcher.active_rules
+    bound = log.bind(account=account, provider=watcher.provider)
     snapshot: BillingSnapshot | None = None
     error: ProviderError | None = None
     try:
-        snapshot = await watcher.source.fetch_billing(now)
+        if PROVIDERS[watcher.provider].reads_snapshot:
+            snapshot = await watcher.source.fetch_billing(now)
     except AuthError as exc:
         error = exc
         bound.error("check.auth_failed", error=str(exc), hint="API key wrong or revoked?")
@@ -251,11 +272,11 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     evaluations = _evaluate_all(watcher, now, snapshot, ledger, states, spend)
     if error is None or isinstance(error, AuthError):
         # Other failures say nothing about the key: its alert stays as it was.
-        auth = watcher_spec(watcher.rules, AUTH_ALERT, "watcher_auth", account)
+        auth = watcher_spec(watcher, AUTH_ALERT, "watcher_auth")
         evaluations.append((auth, _auth_finding(error, account)))
     errors = [e for e in (error, ledger_error) if e is not None]
     failing_since = (watcher.store.failing_since(account) or now) if errors else None
-    unhealthy = watcher_spec(watcher.rules, UNHEALTHY_ALERT, "watcher_unhealthy", account)
+    unhealthy = watcher_spec(watcher, UNHEALTHY_ALERT, "watcher_unhealthy")
     after = watcher.rules.defaults.unhealthy_after
     evaluations.append((unhealthy, _unhealthy_finding(errors, failing_since, now, after)))
 
@@ -290,8 +311,8 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     digest_outcomes, digests_due = _digests(watcher, now, ledger is not None, balance)
     outcomes += digest_outcomes
     report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
-    if snapshot is not None:
-        bound.debug("check.ok", balance=str(snapshot.balance), firing=len(report.firing))
+    if not report.errors:
+        bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
     watcher.store.commit_check(
         account,
         now,
@@ -308,7 +329,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
             if o.message is not None
         ],
         expires_at=now + watcher.outbox_expiry,
-        balance=snapshot.balance if snapshot else None,
+        balance=balance,
         ledger=ledger.checkpoint(
             tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
         )
@@ -337,7 +358,7 @@ def _evaluate_all(
     store, account = watcher.store, watcher.account
     previous_balance = store.last_balance(account)
     evaluations = []
-    for rule in watcher.rules.rules:
+    for rule in watcher.active_rules:
         finding: Finding | None = None
         if isinstance(rule, SnapshotRule) and snapshot is not None:
             was_active = states.get(rule.name, AlertState()).status is not Status.INACTIVE
@@ -345,14 +366,17 @@ def _evaluate_all(
                 rule, snapshot, was_active=was_active, previous_balance=previous_balance
             )
         elif isinstance(rule, SpendAbove) and ledger is not None:
-            summary = store.spend(account, spend_since(rule, now), rule.match)
+            since = spend_since(rule, now)
+            summary = store.spend(account, since, rule.amount.currency, rule.match)
             spend[rule.name] = summary.total
             finding = evaluate_spend(rule, summary)
         elif isinstance(rule, RunwayBelow) and ledger is not None and snapshot is not None:
-            burned = store.spend_total(account, now - rule.lookback)
-            finding = evaluate_runway(rule, snapshot.balance, burned)
+            balance = snapshot.balance
+            if balance is not None:
+                burned = store.spend_total(account, now - rule.lookback, balance.currency)
+                finding = evaluate_runway(rule, balance, burned)
         if finding is not None:
-            evaluations.append((rule_spec(watcher.rules, rule, account), finding))
+            evaluations.append((rule_spec(watcher, rule), finding))
     return evaluations
 
 
@@ -451,24 +475,29 @@ def _digests(
     """Digests whose time has come, and when each was due. The first time a digest is
     seen it is only scheduled: starting the service sends no summary of the past."""
     store, account = watcher.store, watcher.account
-    outcomes, due = [], []
+    outcomes: list[Outcome] = []
+    due: list[tuple[str, datetime]] = []
+    if not PROVIDERS[watcher.provider].has_money:
+        return outcomes, due  # nothing a digest would say (HookBridge: the quota alerts)
     for digest in watcher.rules.digest:
         until = due_at(digest, now)
-        sent_for = store.digest_sent_for(digest.name)
+        key = f"{account}/{digest.name}"
+        sent_for = store.digest_sent_for(key)
         if sent_for is not None and sent_for >= until:
             continue
-        due.append((digest.name, until))
+        due.append((key, until))
         if sent_for is None:
             continue
         since = until - period(digest)
-        spend = store.spend(account, since, until=until) if reads_ledger else None
+        currency = store.spend_currency(account)
+        spend = store.spend(account, since, currency, until=until) if reads_ledger else None
         facts = DigestFacts(
             account=account,
             balance=balance or store.balance_at(account, until),
             balance_before=store.balance_at(account, since),
             spend_by_day=store.spend_by_day(account, since) if reads_ledger else {},
             top_numbers=spend.by_number if spend else (),
-            top_fares=spend.by_fare if spend else (),
+            top_items=spend.by_fare if spend else (),
             alerts=store.fired_between(account, since, until),
             spend_total=spend.total if spend else None,
         )
@@ -495,13 +524,13 @@ def _item_events(
     if ledger is None:
         return []
     outcomes = []
-    for rule in watcher.rules.rules:
+    for rule in watcher.active_rules:
         if not isinstance(rule, UsageItem | LedgerEvent):
             continue
         matches = watcher.store.item_matches(watcher.account, rule.name, ITEMS_SHOWN)
         if not matches.count:
             continue
-        spec = rule_spec(watcher.rules, rule, watcher.account)
+        spec = rule_spec(watcher, rule)
         summary = item_rule_summary(rule, matches.count, matches.total, matches.shown[0])
         lines = [describe_item(item) for item in matches.shown]
         context = templates.context(

@@ -5,12 +5,13 @@ Everything on it is escaped, and it names channels, never their URLs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import TYPE_CHECKING
 
 from dialwatch.alerts import AlertState, Status
+from dialwatch.config import PROVIDERS
 from dialwatch.store import OutboxRow, Silence
 from dialwatch.units import Money
 
@@ -21,42 +22,28 @@ DAYS = 7
 WIDTH, HEIGHT, PAD = 640, 180, 36
 
 
-def render_status_page(watcher: Watcher, now: datetime) -> str:
-    store, account, health = watcher.store, watcher.account, watcher.health
-    since = now - timedelta(days=DAYS)
-    balance = store.last_balance(account)
-    history = store.balance_history(account, since)
-    days = [(now - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(DAYS - 1, -1, -1)]
-    spend = store.spend_by_day(account, now - timedelta(days=DAYS - 1))
-    states = store.alert_states(account)
-    severity = {rule.name: rule.severity for rule in watcher.rules.rules}
-    firing = sorted(
-        (name, state) for name, state in states.items() if state.status is Status.FIRING
-    )
+def render_status_page(watchers: Sequence[Watcher], now: datetime) -> str:
+    """The page for every account watched: a summary, then a section per account."""
+    store = watchers[0].store
     notes = store.recent_notifications(15)
+    names = ", ".join(w.account for w in watchers)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="60">
-<title>dialwatch: {escape(account)}</title>
+<title>dialwatch: {escape(names)}</title>
 <style>
 body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 760px; color: #222; }}
-h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.1rem; margin-top: 2rem; }}
+h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.2rem; margin-top: 2.5rem; }}
+h3 {{ font-size: 1rem; margin-top: 1.5rem; }}
 .big {{ font-size: 2rem; font-weight: 600; }} .muted {{ color: #666; }}
 table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee; vertical-align: top; }}
 .bad {{ color: #b00020; }} svg text {{ font-size: 11px; fill: #555; }}
 </style></head><body>
-<h1>dialwatch: account {escape(account)}</h1>
-<p class="muted">Page generated {_when(now)}. Last check {_when(health.last_check)};
-last successful check {_when(health.last_success)}.
-{f'<span class="bad" id="last-error">Last error: {escape(health.last_error)}</span>' if health.last_error else ""}</p>
-<p>Balance <span class="big" id="balance">{escape(str(balance)) if balance else "unknown"}</span></p>
-<h2>Balance, last {DAYS} days</h2>
-{_balance_chart(history, since, now)}
-<h2>Spend per day (UTC)</h2>
-{_spend_chart(days, spend)}
-<h2>Firing now</h2>
-{_firing_table(firing, severity)}
+<h1>dialwatch: {len(watchers)} account(s)</h1>
+<p class="muted">Page generated {_when(now)}.</p>
+{_accounts_table(watchers)}
+{"".join(_account_section(w, now) for w in watchers)}
 <h2>Silences</h2>
 {_silences_table(store.silences(now))}
 <h2>Last notifications</h2>
@@ -65,9 +52,66 @@ last successful check {_when(health.last_success)}.
 """
 
 
-def _balance_chart(history: list[tuple[datetime, Money]], since: datetime, now: datetime) -> str:
+def _accounts_table(watchers: Sequence[Watcher]) -> str:
+    rows = []
+    for w in watchers:
+        balance = w.store.last_balance(w.account)
+        state = (
+            f'<span class="bad">failing: {escape(w.health.last_error)}</span>'
+            if w.health.last_error
+            else f"ok, last success {_when(w.health.last_success)}"
+        )
+        rows.append(
+            f'<tr><td><a href="#account-{escape(w.account)}">{escape(w.account)}</a></td>'
+            f"<td>{escape(w.provider)}</td><td>{escape(str(balance)) if balance else '-'}</td>"
+            f"<td>{state}</td></tr>"
+        )
+    return (
+        '<table id="accounts"><tr><th>Account</th><th>Provider</th><th>Balance</th>'
+        f"<th>Checks</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _account_section(watcher: Watcher, now: datetime) -> str:
+    store, account, health = watcher.store, watcher.account, watcher.health
+    since = now - timedelta(days=DAYS)
+    balance = store.last_balance(account)
+    days = [(now - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(DAYS - 1, -1, -1)]
+    spend = store.spend_by_day(account, now - timedelta(days=DAYS - 1))
+    states = store.alert_states(account)
+    severity = {rule.name: rule.severity for rule in watcher.rules.rules}
+    firing = sorted(
+        (name, state) for name, state in states.items() if state.status is Status.FIRING
+    )
+    charts = ""
+    if PROVIDERS[watcher.provider].balance_unit is not None:
+        charts += f"""<p>Balance <span class="big" id="balance-{escape(account)}">{escape(str(balance)) if balance else "unknown"}</span></p>
+<h3>Balance, last {DAYS} days</h3>
+{_balance_chart(account, store.balance_history(account, since), since, now)}"""
+    if PROVIDERS[watcher.provider].has_money:
+        charts += f"""<h3>Spend per day (UTC)</h3>
+{_spend_chart(account, days, spend)}"""
+    last_error = (
+        f'<span class="bad" id="last-error-{escape(account)}">Last error: '
+        f"{escape(health.last_error)}</span>"
+        if health.last_error
+        else ""
+    )
+    return f"""<section id="account-{escape(account)}">
+<h2>{escape(account)} <span class="muted">({escape(watcher.provider)})</span></h2>
+<p class="muted">Last check {_when(health.last_check)};
+last successful check {_when(health.last_success)}. {last_error}</p>
+{charts}
+<h3>Firing now</h3>
+{_firing_table(account, firing, severity)}
+</section>"""
+
+
+def _balance_chart(
+    account: str, history: list[tuple[datetime, Money]], since: datetime, now: datetime
+) -> str:
     if not history:
-        return '<p class="muted" id="balance-chart">No balance recorded yet.</p>'
+        return f'<p class="muted" id="balance-chart-{escape(account)}">No balance recorded yet.</p>'
     cents = [money.cents for _, money in history]
     low, high = min(*cents, 0), max(*cents, 0)
     span = max(high - low, 1)
@@ -81,10 +125,10 @@ def _balance_chart(history: list[tuple[datetime, Money]], since: datetime, now: 
 
     points = " ".join(f"{x(at):.1f},{y(m.cents):.1f}" for at, m in history)
     currency = history[-1][1].currency
-    return f"""<svg id="balance-chart" width="{WIDTH}" height="{HEIGHT}" role="img"
+    return f"""<svg id="balance-chart-{escape(account)}" width="{WIDTH}" height="{HEIGHT}" role="img"
  aria-label="Balance over the last {DAYS} days" data-points="{len(history)}">
 <line x1="{PAD}" y1="{y(0):.1f}" x2="{WIDTH - PAD}" y2="{y(0):.1f}" stroke="#ccc"/>
-<polyline id="balance-line" fill="none" stroke="#1565c0" stroke-width="2" points="{points}"/>
+<polyline id="balance-line-{escape(account)}" fill="none" stroke="#1565c0" stroke-width="2" points="{points}"/>
 <text x="2" y="{y(high) + 4:.1f}">{escape(str(Money(high, currency)))}</text>
 <text x="2" y="{y(low) + 4:.1f}">{escape(str(Money(low, currency)))}</text>
 <text x="{PAD}" y="{HEIGHT - 8}">{since:%b %d}</text>
@@ -92,11 +136,11 @@ def _balance_chart(history: list[tuple[datetime, Money]], since: datetime, now: 
 </svg>"""
 
 
-def _spend_chart(days: list[str], spend: dict[str, Money]) -> str:
+def _spend_chart(account: str, days: list[str], spend: dict[str, Money]) -> str:
     if not spend:
         return (
-            '<p class="muted" id="spend-chart">No spend recorded: add a spend rule to '
-            "read the activity ledger.</p>"
+            f'<p class="muted" id="spend-chart-{escape(account)}">No spend recorded: add a '
+            "spend rule to read the ledger.</p>"
         )
     most = max(m.cents for m in spend.values()) or 1
     slot = (WIDTH - 2 * PAD) / len(days)
@@ -113,20 +157,22 @@ def _spend_chart(days: list[str], spend: dict[str, Money]) -> str:
             f'<text x="{left + 4:.1f}" y="{HEIGHT - 8}">{day[5:]}</text>'
         )
     return (
-        f'<svg id="spend-chart" width="{WIDTH}" height="{HEIGHT}" role="img" '
+        f'<svg id="spend-chart-{escape(account)}" width="{WIDTH}" height="{HEIGHT}" role="img" '
         f'aria-label="Spend per day">{"".join(bars)}</svg>'
     )
 
 
-def _firing_table(firing: list[tuple[str, AlertState]], severity: Mapping[str, str]) -> str:
+def _firing_table(
+    account: str, firing: list[tuple[str, AlertState]], severity: Mapping[str, str]
+) -> str:
     if not firing:
-        return '<p id="firing">Nothing is firing.</p>'
+        return f'<p id="firing-{escape(account)}">Nothing is firing.</p>'
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td>{escape(severity.get(name, 'critical'))}</td>"
         f"<td>{_when(state.active_since)}</td></tr>"
         for name, state in firing
     )
-    return f'<table id="firing"><tr><th>Rule</th><th>Severity</th><th>Since</th></tr>{rows}</table>'
+    return f'<table id="firing-{escape(account)}"><tr><th>Rule</th><th>Severity</th><th>Since</th></tr>{rows}</table>'
 
 
 def _silences_table(silences: list[Silence]) -> str:

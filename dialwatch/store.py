@@ -25,7 +25,7 @@ from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.config import Match
 from dialwatch.errors import ConfigError
 from dialwatch.messages import Message, combine
-from dialwatch.model import ItemMatches, LedgerItem, SpendSummary, time_key
+from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.units import Money
 
 TOP = 3  # contributors listed in a spend message
@@ -33,11 +33,20 @@ HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
 HISTORY_KEPT = timedelta(days=8)
 KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
 
-SCHEMA_VERSION = 3  # bump with a migration in _MIGRATIONS when a table changes
-# What takes a state file from version N-1 to N.
-_MIGRATIONS = {
-    2: "ALTER TABLE outbox ADD COLUMN parts TEXT NOT NULL DEFAULT '[]'",
-    3: "ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+SCHEMA_VERSION = 4  # bump with a migration in _MIGRATIONS when a table changes
+# What takes a state file from version N-1 to N: statements, each run if its table
+# exists (a missing table is created whole, and current, from _SCHEMA).
+_MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
+    2: (("outbox", "ALTER TABLE outbox ADD COLUMN parts TEXT NOT NULL DEFAULT '[]'"),),
+    3: (("outbox", "ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0"),),
+    # Many accounts: item fields of other providers; digests are sent per account (the
+    # one account before was "dial").
+    4: (
+        ("ledger", "ALTER TABLE ledger ADD COLUMN action TEXT"),
+        ("ledger", "ALTER TABLE ledger ADD COLUMN description TEXT"),
+        ("ledger", "ALTER TABLE ledger ADD COLUMN zone TEXT"),
+        ("digests", "UPDATE digests SET name = 'dial/' || name"),
+    ),
 }
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -88,6 +97,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     kind TEXT,
     invoice_id TEXT,
     reason TEXT,
+    action TEXT,
+    description TEXT,
+    zone TEXT,
     PRIMARY KEY (account, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_cursor (
@@ -111,7 +123,7 @@ CREATE TABLE IF NOT EXISTS alert_log (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_log_time ON alert_log (account, at);
--- When each digest last went out (or was first scheduled).
+-- When each digest last went out (or was first scheduled), by "account/digest".
 CREATE TABLE IF NOT EXISTS digests (
     name TEXT PRIMARY KEY,
     sent_for TEXT NOT NULL
@@ -147,6 +159,7 @@ CREATE TABLE IF NOT EXISTS item_matches (
 """
 
 
+_LEDGER_COLUMNS = ", ".join(("account", *LedgerItem._fields))
 _UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
 # The oldest undelivered notification of each channel.
 _HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} AND held = 0 GROUP BY channel"
@@ -240,13 +253,18 @@ def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
 
 
 def _spend_filter(
-    account: str, since: datetime, match: Match | None = None, until: datetime | None = None
+    account: str,
+    since: datetime,
+    currency: str,
+    match: Match | None = None,
+    until: datetime | None = None,
 ) -> tuple[str, list[object]]:
-    """The WHERE clause (and its parameters) selecting usage items for a spend query."""
+    """The WHERE clause (and its parameters) selecting spend items in `currency` for a
+    spend query."""
     # Keys start with the item's time in fixed-width hex: the primary key is the
     # time index, and no second index slows every insert.
-    where = "account = ? AND key >= ? AND type = 'usage'"
-    params: list[object] = [account, time_key(since)]
+    where = f"account = ? AND key >= ? AND type IN {SPEND_TYPES!r} AND currency = ?"
+    params: list[object] = [account, time_key(since), currency]
     if until is not None:
         where += " AND key < ?"
         params.append(time_key(until))
@@ -255,6 +273,9 @@ def _spend_filter(
             ("fare", match.fare, "GLOB"),
             ("number", match.number, "="),
             ("attribution", match.attribution, "="),
+            ("action", match.action, "GLOB"),
+            ("description", match.description, "GLOB"),
+            ("zone", match.zone, "="),
         ):
             if value is not None:
                 where += f" AND {column} {op} ?"
@@ -277,12 +298,18 @@ class Store:
             )
         if version:
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                self._db.execute(_MIGRATIONS[step])
+                self._migrate(_MIGRATIONS[step])
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self, steps: tuple[tuple[str, str], ...]) -> None:
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
+        for table, statement in steps:
+            if table in tables:
+                self._db.execute(statement)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -527,7 +554,8 @@ class Store:
         try:
             with self._transaction():
                 db.executemany(
-                    "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO ledger ({_LEDGER_COLUMNS}) "
+                    f"VALUES ({', '.join('?' * (len(LedgerItem._fields) + 1))})",
                     [
                         (
                             account,
@@ -542,6 +570,9 @@ class Store:
                             item.kind,
                             item.invoice_id,
                             item.reason,
+                            item.action,
+                            item.description,
+                            item.zone,
                         )
                         for item in new
                     ],
@@ -553,7 +584,7 @@ class Store:
                     )
                 by_day: dict[str, int] = {}
                 for item in new:
-                    if item.type == "usage":
+                    if item.type in SPEND_TYPES:
                         day = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d")
                         by_day[day] = by_day.get(day, 0) + item.cents
                 db.executemany(
@@ -570,33 +601,50 @@ class Store:
         self,
         account: str,
         since: datetime,
+        currency: str,
         match: Match | None = None,
         until: datetime | None = None,
     ) -> SpendSummary:
-        """Usage spend in [since, until) among items that `match` selects, with the
-        biggest contributors."""
-        where, params = _spend_filter(account, since, match, until)
+        """Spend in [since, until) among items that `match` selects, with the biggest
+        contributors."""
+        where, params = _spend_filter(account, since, currency, match, until)
         total, count = self._db.execute(
             f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
         ).fetchone()
 
         def top(column: str) -> tuple[tuple[str, Money], ...]:
             rows = self._db.execute(
-                f"SELECT COALESCE({column}, '(none)'), SUM(cents) AS spent FROM ledger "
-                f"WHERE {where} GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
+                f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
+                f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
                 params,
             )
-            return tuple((name, Money(cents)) for name, cents in rows)
+            return tuple((name, Money(cents, currency)) for name, cents in rows)
 
-        return SpendSummary(since, Money(total), count, top("number"), top("fare"))
+        return SpendSummary(
+            since,
+            Money(total, currency),
+            count,
+            top("number"),
+            # Dial names a fare; the other providers describe the item.
+            top("COALESCE(fare, description)"),
+        )
 
-    def spend_total(self, account: str, since: datetime) -> Money:
-        """Usage spend since `since`, without the contributors (one query, not three)."""
-        where, params = _spend_filter(account, since)
+    def spend_total(self, account: str, since: datetime, currency: str) -> Money:
+        """Spend since `since`, without the contributors (one query, not three)."""
+        where, params = _spend_filter(account, since, currency)
         row = self._db.execute(
             f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params
         ).fetchone()
-        return Money(row[0])
+        return Money(row[0], currency)
+
+    def spend_currency(self, account: str) -> str:
+        """The currency of the account's latest spend item (USD before there is one)."""
+        row = self._db.execute(
+            f"SELECT currency FROM ledger WHERE account = ? AND type IN {SPEND_TYPES!r} "
+            "ORDER BY key DESC LIMIT 1",
+            (account,),
+        ).fetchone()
+        return str(row[0]) if row else "USD"
 
     def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         """New items that matched `rule` and are not notified yet: all counted, and the
@@ -608,29 +656,14 @@ class Store:
             (account, rule),
         ).fetchone()
         rows = self._db.execute(
-            "SELECT l.key, l.type, l.occurred_at, l.cents, l.currency, l.fare, l.number, "
-            "l.attribution, l.kind, l.invoice_id, l.reason FROM item_matches m "
+            f"SELECT {', '.join('l.' + c for c in LedgerItem._fields)} FROM item_matches m "
             "JOIN ledger l ON l.account = m.account AND l.key = m.key "
             "WHERE m.account = ? AND m.rule = ? ORDER BY l.occurred_at, l.key LIMIT ?",
             (account, rule, limit),
         )
-        shown = [
-            LedgerItem(
-                key=r[0],
-                type=r[1],
-                occurred_at=from_micros(r[2]),
-                cents=r[3],
-                currency=r[4],
-                fare=r[5],
-                number=r[6],
-                attribution=r[7],
-                kind=r[8],
-                invoice_id=r[9],
-                reason=r[10],
-            )
-            for r in rows
-        ]
-        return ItemMatches(count, Money(total), tuple(shown))
+        shown = [LedgerItem(r[0], r[1], from_micros(r[2]), *r[3:]) for r in rows]
+        currency = shown[0].currency if shown else "USD"
+        return ItemMatches(count, Money(total, currency), tuple(shown))
 
     def due(self, now: datetime) -> list[OutboxRow]:
         """Undelivered notifications of every channel whose oldest one is due, in order.

@@ -25,10 +25,11 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "subscription_cancelling": ("period_ends", "time_left", "numbers_covered", "then"),
     "numbers_at_risk": ("release_date", "time_left", "balance", "payg_numbers"),
     "payment_method_expiring": ("payment_method", "expires", "warning_window", "payg_numbers"),
-    "spend_above": ("spend", "threshold", "window", "counting", "top_numbers", "top_fares"),
+    "spend_above": ("spend", "threshold", "window", "counting", "top_numbers", "top_items"),
     "runway_below": ("balance", "burn_rate", "time_to_empty", "runway_threshold"),
     "usage_item": ("count", "total", "items"),
     "ledger_event": ("count", "total", "items"),
+    "quota_above": ("used", "plan_limit", "overage", "period", "time_left_in_the_month"),
     "watcher_auth": ("error", "what_to_do"),
     "watcher_unhealthy": ("failing_since", "last_errors", "meanwhile"),
 }

@@ -1,6 +1,7 @@
 """User-written amounts and durations, parsed in one place.
 
-Money is integer minor units (cents) with a currency code; never a float.
+Money is integer minor units (cents) with a currency code; never a float. The same
+type carries counted units such as SMS credits (currency "credits", no fractions).
 """
 
 from __future__ import annotations
@@ -12,11 +13,29 @@ from decimal import Decimal, InvalidOperation
 
 _SYMBOLS = {"$": "USD", "€": "EUR", "£": "GBP"}
 _SYMBOL_OF = {code: symbol for symbol, code in _SYMBOLS.items()}
+CREDITS = "credits"  # prepaid units (Mifumo SMS credits): counted, not money
+# Digits after the point in each currency's minor unit (ISO 4217); 2 for the rest.
+_DIGITS = {CREDITS: 0, "JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "UGX": 0,
+           "XAF": 0, "XOF": 0, "BHD": 3, "JOD": 3, "KWD": 3, "OMR": 3, "TND": 3}  # fmt: skip
 _MONEY = re.compile(
     r"^\s*(?P<sign>-)?\s*(?P<symbol>[$€£])?\s*"
     r"(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"  # thousands separators, as printed
-    r"\s*(?P<code>[A-Za-z]{3})?\s*$"
+    r"\s*(?P<code>[A-Za-z]{3}|credits?)?\s*$",
+    re.IGNORECASE,
 )
+
+
+def minor_digits(currency: str) -> int:
+    return _DIGITS.get(currency, 2)
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """An exact amount in major units (as an API sends it) in minor units; raises
+    ValueError if it has a fraction of the smallest unit, rather than rounding money."""
+    minor = amount.scaleb(minor_digits(currency))
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{amount} {currency} has a fraction of the smallest unit")
+    return int(minor)
 
 
 @dataclass(frozen=True, order=True)
@@ -28,11 +47,17 @@ class Money:
 
     def __str__(self) -> str:
         sign = "-" if self.cents < 0 else ""
-        units, cents = divmod(abs(self.cents), 100)
+        digits = minor_digits(self.currency)
+        units, minor = divmod(abs(self.cents), 10**digits)
+        number = f"{units:,}.{minor:0{digits}d}" if digits else f"{units:,}"
         symbol = _SYMBOL_OF.get(self.currency)
         if symbol:
-            return f"{sign}{symbol}{units:,}.{cents:02d}"
-        return f"{sign}{units:,}.{cents:02d} {self.currency}"
+            return f"{sign}{symbol}{number}"
+        return f"{sign}{number} {self.currency}"
+
+    @property
+    def is_money(self) -> bool:
+        return self.currency != CREDITS
 
     def __add__(self, other: Money) -> Money:
         if other.currency != self.currency:
@@ -41,7 +66,8 @@ class Money:
 
 
 def parse_money(text: object) -> Money:
-    """Parse "$50", "$50.00", "50 USD" or "-$5" into Money; floats are refused."""
+    """Parse "$50", "$50.00", "50 USD", "-$5" or "500 credits" into Money; floats are
+    refused."""
     if isinstance(text, bool) or not isinstance(text, str | int):
         raise ValueError(
             'money must be written as a string such as "$50.00" or "50 USD", not a '
@@ -49,16 +75,24 @@ def parse_money(text: object) -> Money:
         )
     match = _MONEY.match(str(text))
     if not match or (match["symbol"] and match["code"]) or not (match["symbol"] or match["code"]):
-        raise ValueError(f'{text!r} is not an amount of money; write it like "$50.00" or "50 USD"')
+        raise ValueError(
+            f'{text!r} is not an amount; write it like "$50.00", "50 USD" or "500 credits"'
+        )
     try:
         amount = Decimal(match["amount"].replace(",", ""))
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
         raise ValueError(f"{text!r} is not a number") from exc
-    cents = amount * 100
-    if cents != cents.to_integral_value():
-        raise ValueError(f"{text!r} has fractions of a cent")
-    currency = _SYMBOLS[match["symbol"]] if match["symbol"] else match["code"].upper()
-    return Money(-int(cents) if match["sign"] else int(cents), currency)
+    code = (match["code"] or "").lower()
+    if match["symbol"]:
+        currency = _SYMBOLS[match["symbol"]]
+    else:
+        currency = CREDITS if code.startswith("credit") else code.upper()
+    try:
+        minor = to_minor(amount, currency)
+    except ValueError:
+        unit = "a credit" if currency == CREDITS else "the smallest unit (a cent)"
+        raise ValueError(f"{text!r} has a fraction of {unit}") from None
+    return Money(-minor if match["sign"] else minor, currency)
 
 
 _DURATION_PART = re.compile(r"(\d+)\s*(ms|s|m|h|d|w)")

@@ -21,7 +21,7 @@ from dialwatch.logs import configure_logging
 from dialwatch.metrics import Metrics
 from dialwatch.notify import AppriseNotifier
 from dialwatch.service import Watcher
-from dialwatch.simulator import DialAccount, DialSimulator
+from dialwatch.simulators.dial import DialAccount, DialSimulator
 from dialwatch.store import Store
 from tests.servers import SmtpServer, WebhookReceiver
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dialwatch.simulator import DialSimulator
+from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY, RULES
 from tests.servers import SmtpServer, WebhookReceiver, free_port
 
@@ -84,13 +84,13 @@ async def test_check_exit_codes_follow_what_is_firing(
 ) -> None:
     """check exits 0 when all is well, 1 when something fires, 2 when the API fails."""
     ok = await dialwatch("check", env=env)
-    assert (ok.code, ok.out) == (0, "dial: balance $235.00\nOK: nothing firing\n")
+    assert (ok.code, ok.out) == (0, "dial: wallet balance $235.00\ndial: OK: nothing firing\n")
 
     dial.account.balance_cents = 4000
     firing = await dialwatch("check", env=env)
     assert firing.code == 1
-    assert "FIRING   warning  wallet-low: balance $40.00 is below $50.00" in firing.out
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in firing.out
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
 
     broken = await dialwatch("check", env={**env, "DIALWATCH_BASE_URL": "http://127.0.0.1:9"})
     assert broken.code == 2
@@ -107,7 +107,7 @@ async def test_check_dry_run_prints_notifications_and_changes_nothing(
 
     assert first.code == 1
     assert "dry run: would send 2 notification(s); no state changed" in first.out
-    assert "--> oncall (first): [WARNING] dial / wallet-low: balance $40.00" in first.out
+    assert "--> oncall (first): [WARNING] dial / wallet-low: wallet balance $40.00" in first.out
     assert "--> finance (first):" in first.out
     assert "    Threshold: $50.00" in first.out
     # Nothing was recorded: the second dry run still sees a first notification.
@@ -170,7 +170,7 @@ async def test_kill_9_and_restart_sends_no_duplicate(
     second.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(second.wait(), 10) == 0
 
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     assert len(smtp.messages) == 1
 
 
@@ -249,7 +249,9 @@ async def test_running_service_serves_health_metrics_and_reloads_on_sighup(
         rules.write_text(rules.read_text().replace('threshold: "$50.00"', 'threshold: "$500.00"'))
         process.send_signal(signal.SIGHUP)
         await wait_until(lambda: len(webhook.received) == 1)
-        assert webhook.titles == ["[WARNING] dial / wallet-low: balance $235.00 is below $500.00"]
+        assert webhook.titles == [
+            "[WARNING] dial / wallet-low: wallet balance $235.00 is below $500.00"
+        ]
 
         rules.write_text(rules.read_text().replace("threshold:", "threshhold:", 1))
         process.send_signal(signal.SIGHUP)
@@ -297,7 +299,7 @@ async def test_sigterm_keeps_undelivered_mail_and_a_restart_delivers_it_once(
     await wait_until(lambda: len(dial.requests) >= seen + 2)
     second.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(second.wait(), 10) == 0
-    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     assert len(webhook.received) == 1
 
 
@@ -322,7 +324,7 @@ async def test_silence_commands_mute_list_and_end_a_silence(
     assert (await dialwatch("unsilence", "1", env=env)).out == "silence 1 ended\n"
     loud = await dialwatch("check", env=env)
     assert loud.code == 1
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     assert (await dialwatch("silences", env=env)).out == "no silences in force\n"
 
     unknown = await dialwatch("silence", "walet-low", "--for", "1h", "--reason", "x", env=env)

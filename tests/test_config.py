@@ -120,7 +120,13 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             "inhibit[0].source.rule",
             "no rule named 'wallet-empty'; known: wallet-low, dialwatch-api-auth",
         ),
-        ("bad_ledger_type", 8, 21, "rules[0].types[1]", "Input should be 'credit' or 'payment'"),
+        (
+            "bad_ledger_type",
+            8,
+            21,
+            "rules[0].types[1]",
+            "Input should be 'credit', 'payment', 'purchase', 'charge' or 'usage'",
+        ),
     ],
 )
 def test_rejected_rules_file_names_file_line_column_and_key(
@@ -150,7 +156,7 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
         f"{path}:7:14",
         f"{path}:11:5",
     ]
-    assert "rules[0].threshold: 5 is not an amount of money" in lines[0]
+    assert "rules[0].threshold: 5 is not an amount" in lines[0]
     assert "rules[0].notify[0]: no channel named 'pager'" in lines[1]
     assert "rules[1].sevrity: unknown key; did you mean 'severity'?" in lines[2]
 

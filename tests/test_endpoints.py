@@ -11,7 +11,7 @@ import pytest
 from dialwatch import endpoints
 from dialwatch.outbox import deliver_due
 from dialwatch.service import run_cycle
-from dialwatch.simulator import Fault
+from dialwatch.simulators import Fault
 from tests.conftest import API_KEY, Harness, MakeHarness
 from tests.ledger_items import at, usage
 from tests.servers import WebhookReceiver
@@ -22,7 +22,7 @@ INTERVAL = timedelta(seconds=60)
 
 @pytest.fixture
 async def base_url(harness: Harness) -> AsyncIterator[str]:
-    runner = await endpoints.start(endpoints.make_app(harness.watcher, INTERVAL), "127.0.0.1", 0)
+    runner = await endpoints.start(endpoints.make_app(lambda: [harness.watcher]), "127.0.0.1", 0)
     yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     await runner.cleanup()
 
@@ -41,25 +41,27 @@ async def cycle(h: Harness) -> None:
 
 async def test_health_and_readiness_follow_the_checks(harness: Harness, base_url: str) -> None:
     """Not ready before a check; ready after one; not ready 3 intervals later, with why."""
-    assert await get(f"{base_url}/healthz") == (503, "starting: no check has begun yet\n")
+    assert await get(f"{base_url}/healthz") == (503, "dial: starting, no check has begun yet\n")
     assert (await get(f"{base_url}/readyz"))[0] == 503
 
     await cycle(harness)
     assert await get(f"{base_url}/healthz") == (200, "ok\n")
-    assert await get(f"{base_url}/readyz") == (200, "ready: last successful check 0s ago\n")
+    assert await get(f"{base_url}/readyz") == (200, "dial: ready: last successful check 0s ago\n")
 
     harness.dial.faults.extend([Fault.server_error()] * 4)
     harness.clock.advance(minutes=3, seconds=1)
     await cycle(harness)
     status, text = await get(f"{base_url}/readyz")
     assert status == 503
-    assert text.startswith("not ready: last successful check 181s ago (more than 3 intervals)")
+    assert text.startswith(
+        "dial: not ready: last successful check 181s ago (more than 3 intervals)"
+    )
     assert "last error: server_error: server error: Service temporarily unavailable" in text
 
     harness.clock.advance(minutes=10)  # the loop stopped ticking
     status, text = await get(f"{base_url}/healthz")
     assert status == 503
-    assert text.startswith("stalled: the check loop last ran at")
+    assert text.startswith("dial: stalled, the check loop last ran at")
 
 
 async def test_metrics_expose_balance_checks_notifications_and_alerts(
@@ -101,10 +103,10 @@ async def test_status_page_shows_balance_history_spend_alerts_and_notifications(
 
     status, html = await get(f"{base_url}/")
     assert status == 200
-    assert '<span class="big" id="balance">$40.00</span>' in html
+    assert '<span class="big" id="balance-dial">$40.00</span>' in html
     assert 'data-points="3"' in html
     assert "<td>wallet-low</td><td>warning</td>" in html
-    assert "[WARNING] dial / wallet-low: balance $40.00 is below $50.00" in html
+    assert "[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00" in html
     assert "sent 2026-11-21 15:00 UTC" in html
     assert "No spend recorded" in html  # no spend rule: the ledger is not read
     assert "json://" not in html  # channel names only, never their URLs
@@ -117,7 +119,7 @@ async def test_status_page_charts_spend_per_day(make_harness: MakeHarness) -> No
     h.dial.account.balance_cents = 1_000_000
     h.dial.ledger.extend([usage(at(-60 * 20), 1234, call="a"), usage(at(-5), 766, call="b")])
     await cycle(h)
-    runner = await endpoints.start(endpoints.make_app(h.watcher, INTERVAL), "127.0.0.1", 0)
+    runner = await endpoints.start(endpoints.make_app(lambda: [h.watcher]), "127.0.0.1", 0)
     try:
         status, html = await get(f"http://127.0.0.1:{runner.addresses[0][1]}/")
     finally:

@@ -10,7 +10,7 @@ import pytest
 from dialwatch.alerts import Decision
 from dialwatch.outbox import deliver_due
 from dialwatch.service import CycleReport, run_cycle
-from dialwatch.simulator import Fault
+from dialwatch.simulators import Fault
 from tests.conftest import START, Harness, MakeHarness
 from tests.ledger_items import at, credit, payment, usage
 from tests.servers import WebhookReceiver
@@ -69,7 +69,7 @@ async def test_tie_group_straddling_a_page_boundary_is_counted_exactly(h: Harnes
     report = await check(h)
 
     assert finding(report, "daily-spend") == "spend $113.50 in the last 24h is above $100.00"
-    assert h.watcher.store.spend("dial", START - timedelta(hours=24)).count == 160
+    assert h.watcher.store.spend("dial", START - timedelta(hours=24), "USD").count == 160
 
 
 async def test_tie_group_larger_than_a_page_is_read_whole(
@@ -123,8 +123,8 @@ async def test_late_rows_are_counted_once(h: Harness, webhook: WebhookReceiver) 
     assert finding(report, "daily-spend") == "spend $13.00 in the last 24h is within $100.00"
     assert finding(again, "daily-spend") == "spend $13.00 in the last 24h is within $100.00"
     assert [t.split(": ", 1)[1] for t in webhook.titles] == [
-        "1 usage item(s) at or above $5.00 (total $6.00)",
-        "1 usage item(s) at or above $5.00 (total $7.00)",
+        "1 spend item(s) at or above $5.00 (total $6.00)",
+        "1 spend item(s) at or above $5.00 (total $7.00)",
     ]
 
 
@@ -149,7 +149,7 @@ async def test_first_start_backfills_windows_without_per_item_alerts(
     h.clock.advance(minutes=2)
     await check(h)
     assert webhook.titles[1] == (
-        "[WARNING] dial / expensive-call: 1 usage item(s) at or above $5.00 (total $12.50)"
+        "[WARNING] dial / expensive-call: 1 spend item(s) at or above $5.00 (total $12.50)"
     )
     assert "$12.50 voice.international on +14155550123" in webhook.received[1]["message"]
 
@@ -165,7 +165,7 @@ async def test_many_matching_items_in_one_check_are_one_message(
 
     expensive = [t for t in webhook.alert_titles if "expensive-call" in t]
     assert expensive == [
-        "[WARNING] dial / expensive-call: 25 usage item(s) at or above $5.00 (total $128.00)"
+        "[WARNING] dial / expensive-call: 25 spend item(s) at or above $5.00 (total $128.00)"
     ]
     assert len(webhook.received) == 1  # with the spend alert of the same check, one message
     assert webhook.received[0]["message"].count("voice.outbound.minute on") == 10
@@ -188,7 +188,7 @@ async def test_spend_fires_with_top_contributors_and_resolves_as_the_window_move
     )
     message = webhook.received[0]["message"]
     assert "Top numbers: +15550001 $90.00, +15550002 $25.00" in message
-    assert "Top fares: voice.outbound $90.00, sms.tier_1 $25.00" in message
+    assert "Top items: voice.outbound $90.00, sms.tier_1 $25.00" in message
 
     h.clock.advance(hours=24)
     await check(h)
@@ -306,7 +306,7 @@ async def test_restart_mid_backlog_neither_skips_nor_double_counts(
     failed = await check(h)
     assert failed.ledger_error is not None
     assert webhook.received == []
-    stored = h.watcher.store.spend("dial", START).count
+    stored = h.watcher.store.spend("dial", START, "USD").count
     assert 0 < stored < 2500  # the backlog was part-way in
 
     restarted = await make_harness(RULES)
@@ -318,7 +318,7 @@ async def test_restart_mid_backlog_neither_skips_nor_double_counts(
     assert finding(report, "daily-spend") == "spend $8,750.00 in the last 24h is above $100.00"
     expensive = [t for t in webhook.alert_titles if "expensive-call" in t]
     assert expensive == [
-        "[WARNING] dial / expensive-call: 1250 usage item(s) at or above $5.00 (total $7,500.00)"
+        "[WARNING] dial / expensive-call: 1250 spend item(s) at or above $5.00 (total $7,500.00)"
     ]
 
 
@@ -343,7 +343,7 @@ async def test_dry_run_reads_the_ledger_but_keeps_nothing(
     dry = await run_cycle(h.watcher, dry_run=True)
     assert [ch for ch, _ in dry.notifications] == ["oncall"]
     assert h.watcher.store.ledger_cursor("dial") is None
-    assert h.watcher.store.spend("dial", START - timedelta(days=1)).count == 0
+    assert h.watcher.store.spend("dial", START - timedelta(days=1), "USD").count == 0
 
     await check(h)
     assert webhook.titles == [
@@ -362,5 +362,5 @@ async def test_silenced_item_rule_lets_its_events_go(h: Harness, webhook: Webhoo
     h.dial.ledger.add(usage(at(241), 800, call="after"))
     await check(h)
     assert [t for t in webhook.alert_titles if "expensive-call" in t] == [
-        "[WARNING] dial / expensive-call: 1 usage item(s) at or above $5.00 (total $8.00)"
+        "[WARNING] dial / expensive-call: 1 spend item(s) at or above $5.00 (total $8.00)"
     ]

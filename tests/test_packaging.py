@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dialwatch.simulator import DialSimulator
+from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY
 from tests.servers import WebhookReceiver, free_port
 
@@ -87,8 +87,8 @@ async def test_wheel_installs_in_a_fresh_venv_and_checks(
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1  # something fires
-    assert "FIRING   warning  wallet-low: balance $40.00 is below $50.00" in out.decode()
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in out.decode()
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
 
 
 def _container_tools_missing() -> str | None:
@@ -145,7 +145,9 @@ async def test_container_image_builds_runs_as_non_root_and_alerts(
         async with asyncio.timeout(30):
             while not webhook.received:
                 await asyncio.sleep(0.2)
-        assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+        assert webhook.titles == [
+            "[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"
+        ]
         assert (await run(*podman, "exec", name, "id", "-u")).strip() == "10001"
         # The build's CA secret was mounted for pip only: nothing of it is in the image.
         leftovers = await run(*podman, "exec", name, "sh", "-c", "ls /run/secrets; env")

@@ -79,7 +79,7 @@ async def test_alert_in_quiet_hours_waits_and_goes_out_when_they_end(
 
     night.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
     await check_and_deliver(night)
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
 
 
 async def test_alert_that_clears_in_quiet_hours_is_dropped(
@@ -105,7 +105,9 @@ async def test_critical_breaks_through_quiet_hours(night: Any, webhook: WebhookR
     report = await run_cycle(night.watcher)
     await check_and_deliver(night)
     assert report.error is None
-    assert webhook.titles == ["[CRITICAL] dial / wallet-critical: balance $5.00 is below $10.00"]
+    assert webhook.titles == [
+        "[CRITICAL] dial / wallet-critical: wallet balance $5.00 is below $10.00"
+    ]
 
 
 def test_route_quiet_hours_apply_to_the_channels_it_chose(tmp_path: Any) -> None:
@@ -149,5 +151,5 @@ async def test_events_held_by_quiet_hours_are_delivered_when_they_end(
     h.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
     await check_and_deliver(h)
     assert webhook.alert_titles == [
-        "[WARNING] dial / expensive-call: 1 usage item(s) at or above $5.00 (total $9.00)"
+        "[WARNING] dial / expensive-call: 1 spend item(s) at or above $5.00 (total $9.00)"
     ]

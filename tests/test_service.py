@@ -13,7 +13,7 @@ from dialwatch.alerts import Decision, Status
 from dialwatch.errors import ConfigError
 from dialwatch.outbox import deliver_due
 from dialwatch.service import AUTH_ALERT, run_cycle
-from dialwatch.simulator import Fault
+from dialwatch.simulators import Fault
 from dialwatch.store import Store
 from tests.conftest import API_KEY, RULES, Harness, MakeHarness
 from tests.servers import SmtpServer, WebhookReceiver
@@ -32,10 +32,10 @@ async def test_low_balance_alerts_both_channels_with_the_balance(
     harness.dial.account.balance_cents = 4000
     await check_and_deliver(harness)
 
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     assert webhook.received[0]["type"] == "warning"
     assert "Threshold: $50.00" in webhook.received[0]["message"]
-    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     assert "Balance: $40.00" in smtp.bodies()[0]
 
 
@@ -78,7 +78,10 @@ async def test_resolved_notice_after_top_up(
     harness.clock.advance(minutes=1)
     await check_and_deliver(harness)
 
-    assert webhook.titles[1] == "[RESOLVED] dial / wallet-low: balance $140.00 is back above $50.00"
+    assert (
+        webhook.titles[1]
+        == "[RESOLVED] dial / wallet-low: wallet balance $140.00 is back above $50.00"
+    )
     assert webhook.received[1]["type"] == "success"
     assert "up $100.00 since the last check (was $40.00)" in webhook.received[1]["message"]
     assert len(webhook.received) == 2
@@ -95,8 +98,8 @@ async def test_two_thresholds_each_fire_once_per_crossing(
         await check_and_deliver(harness)
 
     assert webhook.titles == [
-        "[WARNING] dial / wallet-low: balance $49.00 is below $50.00",
-        "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
+        "[WARNING] dial / wallet-low: wallet balance $49.00 is below $50.00",
+        "[CRITICAL] dial / wallet-critical: wallet balance $9.00 is below $10.00",
     ]
     assert webhook.received[1]["type"] == "failure"
 
@@ -114,7 +117,7 @@ async def test_balance_wobbling_around_threshold_does_not_flap(
     harness.dial.account.balance_cents = 5250
     harness.clock.advance(minutes=1)
     await check_and_deliver(harness)
-    assert webhook.titles[-1].startswith("[RESOLVED] dial / wallet-low: balance $52.50")
+    assert webhook.titles[-1].startswith("[RESOLVED] dial / wallet-low: wallet balance $52.50")
 
 
 async def test_for_holds_an_alert_pending_before_it_fires(
@@ -247,7 +250,7 @@ async def test_smtp_down_then_back_delivers_once_without_resending_webhook(
     harness.clock.advance(seconds=25)
     report = await deliver_due(harness.watcher.store, harness.watcher.notifier, harness.clock.now())
     assert [row.channel for row in report.delivered] == ["finance"]
-    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     assert len(webhook.received) == 1
 
     harness.clock.advance(hours=1)
@@ -355,7 +358,7 @@ async def test_unknown_fields_and_enum_values_are_tolerated(
     report = await check_and_deliver(harness)
 
     assert report.error is None
-    assert webhook.titles == ["[WARNING] dial / wallet-low: balance $40.00 is below $50.00"]
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
 
 
 async def test_logs_of_failing_checks_and_sends_hold_no_secret(
@@ -453,8 +456,8 @@ async def test_silenced_alert_fires_quietly_and_is_announced_when_the_silence_en
     harness.clock.advance(hours=2)
     await check_and_deliver(harness)
     assert sorted(webhook.alert_titles[1:]) == [
-        "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
-        "[WARNING] dial / wallet-low: balance $9.00 is below $50.00",
+        "[CRITICAL] dial / wallet-critical: wallet balance $9.00 is below $10.00",
+        "[WARNING] dial / wallet-low: wallet balance $9.00 is below $50.00",
     ]
 
 
@@ -516,10 +519,12 @@ async def test_alerts_of_one_check_are_one_message_per_channel(
     ]
     assert webhook.received[0]["type"] == "failure"  # the most urgent part decides
     body = webhook.received[0]["message"]
-    assert body.startswith("1. [WARNING] dial / wallet-low: balance $9.00 is below $50.00\n")
-    assert "\n\n2. [CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00\n" in body
+    assert body.startswith("1. [WARNING] dial / wallet-low: wallet balance $9.00 is below $50.00\n")
+    assert (
+        "\n\n2. [CRITICAL] dial / wallet-critical: wallet balance $9.00 is below $10.00\n" in body
+    )
     assert "\n\n3. [WARNING] dial / cancelling: subscription cancels" in body
-    assert smtp.subjects == ["[WARNING] dial / wallet-low: balance $9.00 is below $50.00"]
+    assert smtp.subjects == ["[WARNING] dial / wallet-low: wallet balance $9.00 is below $50.00"]
 
 
 async def test_group_wait_gathers_alerts_of_later_checks_into_the_waiting_message(
@@ -601,8 +606,8 @@ async def test_routes_send_by_severity_and_rules_naming_notify_keep_their_channe
     await check_and_deliver(h)
 
     assert webhook.alert_titles == [
-        "[WARNING] dial / wallet-low: balance $9.00 is below $50.00",
-        "[CRITICAL] dial / wallet-critical: balance $9.00 is below $10.00",
+        "[WARNING] dial / wallet-low: wallet balance $9.00 is below $50.00",
+        "[CRITICAL] dial / wallet-critical: wallet balance $9.00 is below $10.00",
     ]
     assert smtp.subjects == ["[CRITICAL] dial: 2 notifications (wallet-critical, cancelling)"]
 

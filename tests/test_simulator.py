@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dialwatch.simulator import DialSimulator
+from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY
 from tests.ledger_items import at, credit, usage
 

@@ -10,7 +10,7 @@ import pytest
 from dialwatch import endpoints
 from tests.conftest import Harness, MakeHarness
 from tests.ledger_items import at, usage
-from tests.test_endpoints import INTERVAL, cycle
+from tests.test_endpoints import cycle
 from tests.test_ledger import RULES as LEDGER_RULES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -35,15 +35,15 @@ async def test_status_page_renders_chart_and_numbers_in_chromium(
         h.dial.ledger.add(usage(at(-5, base=h.clock.now()), 2500 * (step + 1), call=f"s{step}"))
         await cycle(h)
         h.clock.advance(hours=48)
-    runner = await endpoints.start(endpoints.make_app(h.watcher, INTERVAL), "127.0.0.1", 0)
+    runner = await endpoints.start(endpoints.make_app(lambda: [h.watcher]), "127.0.0.1", 0)
     try:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
             page = await browser.new_page(viewport={"width": 900, "height": 1200})
             await page.goto(f"http://127.0.0.1:{runner.addresses[0][1]}/")
-            balance = await page.locator("#balance").inner_text()
-            line = await page.locator("#balance-line").bounding_box()
-            points = await page.locator("#balance-line").get_attribute("points")
+            balance = await page.locator("#balance-dial").inner_text()
+            line = await page.locator("#balance-line-dial").bounding_box()
+            points = await page.locator("#balance-line-dial").get_attribute("points")
             bars = page.locator("rect.spend-bar")
             bar_cents = [
                 await bars.nth(i).get_attribute("data-cents") for i in range(await bars.count())

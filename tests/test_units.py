@@ -32,11 +32,12 @@ def test_parse_money_is_exact(text: str, money: Money) -> None:
     ("value", "error"),
     [
         (50.5, "not a float"),
-        ("50", "is not an amount of money"),
-        ("$5.001", "fractions of a cent"),
-        ("$50 USD", "is not an amount of money"),
-        ("fifty dollars", "is not an amount of money"),
-        ("$4,80.00", "is not an amount of money"),
+        ("50", "is not an amount"),
+        ("$5.001", "a fraction of the smallest unit"),
+        ("12.5 credits", "a fraction of a credit"),
+        ("$50 USD", "is not an amount"),
+        ("fifty dollars", "is not an amount"),
+        ("$4,80.00", "is not an amount"),
         (True, "not a bool"),
     ],
 )

@@ -1,15 +1,8 @@
-"""A simulated Dial billing API on 127.0.0.1, speaking the documented contract.
-
-Used by `dialwatch demo` and by the tests: the account is plain data you change
-between checks, and `faults` queues failures (5xx, 429, HTML, truncated JSON) that
-are served, one per request, before the next normal answer.
-"""
+"""A simulated Dial billing API on 127.0.0.1, speaking the documented contract."""
 
 from __future__ import annotations
 
 import bisect
-import json
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from dialwatch.dial import ACTIVITY_PATH, BILLING_PATH
+from dialwatch.simulators import SimulatedApi
 
 FILTERS = {"all": None, "usage": {"usage"}, "payment-credits": {"credit", "payment"}}
 _NULL_FIELDS = (
@@ -78,35 +72,6 @@ def _timestamp(text: str) -> float:
 
 
 @dataclass
-class Fault:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def server_error(cls, status: int = 503) -> Fault:
-        return cls(status, json.dumps({"error": "Service temporarily unavailable"}).encode())
-
-    @classmethod
-    def rate_limited(cls, retry_after: str = "1") -> Fault:
-        return cls(429, b'{"error": "Too many requests"}', headers={"Retry-After": retry_after})
-
-    @classmethod
-    def html(cls, status: int = 200) -> Fault:
-        page = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>"
-        return cls(status, page, content_type="text/html")
-
-    @classmethod
-    def truncated(cls) -> Fault:
-        return cls(200, b'{"balanceCents": 12000, "subscription": {"periodEnd": "2024-')
-
-    @classmethod
-    def json_body(cls, body: Any, status: int = 200) -> Fault:
-        return cls(status, json.dumps(body).encode())
-
-
-@dataclass
 class DialAccount:
     """The simulated account; every field maps to the documented response."""
 
@@ -155,18 +120,13 @@ class DialAccount:
         }
 
 
-class DialSimulator:
+class DialSimulator(SimulatedApi):
     """Serves one DialAccount over HTTP; `requests` counts what it was asked."""
 
     def __init__(self, account: DialAccount) -> None:
+        super().__init__()
         self.account = account
         self.ledger = Ledger()
-        self.faults: deque[Fault] = deque()
-        # Faults for the Nth request (1-based) from now on, e.g. to fail mid-backlog.
-        self.faults_at: dict[int, Fault] = {}
-        self.requests: list[str] = []
-        self._runner: web.AppRunner | None = None
-        self.base_url = ""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -174,34 +134,9 @@ class DialSimulator:
         app.router.add_get(ACTIVITY_PATH, self._activity)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.base_url = f"http://{host}:{bound[1]}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def _refusal(self, request: web.Request) -> web.Response | None:
-        """The 401 or queued fault this request gets instead of an answer, if any."""
-        self.requests.append(request.path_qs)
+    def unauthorized(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.account.api_key}":
             return web.json_response({"error": "Invalid or missing API key"}, status=401)
-        scheduled = self.faults_at.pop(len(self.requests), None)
-        if scheduled or self.faults:
-            fault = scheduled or self.faults.popleft()
-            return web.Response(
-                status=fault.status,
-                body=fault.body,
-                content_type=fault.content_type,
-                headers=fault.headers,
-            )
         return None
 
     async def _billing(self, request: web.Request) -> web.Response:
