@@ -32,7 +32,7 @@ from pydantic import (
 
 from dialwatch.errors import ConfigError, ConfigIssue
 from dialwatch.quiet_hours import TimeInterval
-from dialwatch.settings import check_base_url
+from dialwatch.settings import check_base_url, check_interval
 from dialwatch.templates import problem as template_problem
 from dialwatch.units import CREDITS, Money, parse_duration, parse_money
 
@@ -301,7 +301,9 @@ class Account(_Strict):
     api_key: SecretStr
     api_email: str | None = None  # Cloudflare global API key: the account's email
     base_url: Annotated[str, PlainValidator(_base_url)] | None = None
-    interval: Annotated[timedelta, PlainValidator(parse_duration)] | None = None
+    interval: Annotated[timedelta, PlainValidator(check_interval)] | None = (
+        None  # default: DIALWATCH_INTERVAL
+    )
 
     @property
     def url(self) -> str:

@@ -96,7 +96,7 @@ def parse_history(body: bytes) -> NumberedPage:
     items = [r.item() for r in history.results if (r.status or "").lower() not in NOT_MONEY]
     # `next` is a full URL; dialwatch asks for the next page number on its own base
     # URL instead of following it, so the key never goes to a host it was not given.
-    return NumberedPage(items, history.next is not None, history.count)
+    return NumberedPage(items, history.next is not None, history.count, len(history.results))
 
 
 def error_text(body: bytes) -> str | None:

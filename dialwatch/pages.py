@@ -23,7 +23,8 @@ class Lenient(BaseModel):
 class NumberedPage(NamedTuple):
     items: list[LedgerItem]
     more: bool  # the API says another page follows
-    total: int | None  # how many items the API says the whole list holds
+    total: int | None  # how many records the API says the whole list holds
+    size: int | None = None  # records on this page, if some are not items (not money)
 
 
 async def read_numbered(
@@ -49,13 +50,14 @@ async def read_numbered(
         if keys and keys == previous_keys:
             raise BadResponse(f"page {number} repeats page {number - 1}", url=url)
         previous_keys = keys
-        read += len(page.items)
+        size = len(page.items) if page.size is None else page.size
+        read += size
         for item in page.items:
             if previous is not None and item.occurred_at > previous.occurred_at:
                 newest_first = False
             previous = item
         found += [item for item in page.items if item.occurred_at >= floor]
-        if page.more and not page.items:
+        if page.more and not size:
             raise BadResponse(
                 f"pagination ended early: page {number} is empty but the API says more follow",
                 url=url,

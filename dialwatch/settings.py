@@ -18,7 +18,7 @@ from dialwatch.units import parse_duration
 SECRETS_DIR = Path("/run/secrets")
 
 
-def _interval(value: object) -> timedelta:
+def check_interval(value: object) -> timedelta:
     delta = parse_duration(value)
     if delta < timedelta(seconds=1):
         raise ValueError("must be at least 1s")
@@ -59,10 +59,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     base_url: str = "https://getdial.ai"
     rules: Path = Path("rules.yaml")
-    interval: Annotated[timedelta, PlainValidator(_interval)] = timedelta(seconds=60)
+    interval: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(seconds=60)
     state: Path = Path("dialwatch.db")
-    outbox_expiry: Annotated[timedelta, PlainValidator(_interval)] = timedelta(hours=24)
-    ledger_overlap: Annotated[timedelta, PlainValidator(_interval)] = timedelta(minutes=10)
+    outbox_expiry: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(hours=24)
+    ledger_overlap: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(minutes=10)
     listen: str = "0.0.0.0:9090"
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -20,8 +20,14 @@ from dialwatch.dial import DialProvider
 from dialwatch.logs import configure_logging
 from dialwatch.metrics import Metrics
 from dialwatch.notify import AppriseNotifier
-from dialwatch.service import Watcher
+from dialwatch.outbox import deliver_due
+from dialwatch.runner import Fleet, open_fleet
+from dialwatch.service import CycleReport, Watcher
+from dialwatch.settings import Settings
+from dialwatch.simulators.cloudflare import CloudflareAccount, CloudflareSimulator
 from dialwatch.simulators.dial import DialAccount, DialSimulator
+from dialwatch.simulators.hookbridge import HookBridgeAccount, HookBridgeSimulator
+from dialwatch.simulators.mifumo import MifumoAccount, MifumoSimulator
 from dialwatch.store import Store
 from tests.servers import SmtpServer, WebhookReceiver
 
@@ -190,3 +196,95 @@ async def make_harness(
 @pytest.fixture
 async def harness(make_harness: MakeHarness) -> Harness:
     return await make_harness(RULES)
+
+
+MIFUMO_KEY = "mf_TESTKEY0123456789abcdefSECRET"
+HOOKBRIDGE_KEY = "hb_live_TESTKEY0123456789SECRET"
+CLOUDFLARE_TOKEN = "cf_TOKEN0123456789abcdefSECRET"
+
+
+@pytest.fixture
+async def mifumo() -> AsyncIterator[MifumoSimulator]:
+    simulator = MifumoSimulator(MifumoAccount(api_key=MIFUMO_KEY))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def hookbridge() -> AsyncIterator[HookBridgeSimulator]:
+    simulator = HookBridgeSimulator(HookBridgeAccount(api_key=HOOKBRIDGE_KEY))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def cloudflare() -> AsyncIterator[CloudflareSimulator]:
+    simulator = CloudflareSimulator(CloudflareAccount(api_token=CLOUDFLARE_TOKEN))
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@dataclass
+class FleetHarness:
+    """A service of several accounts (`open_fleet`, as `dialwatch run` builds it) wired
+    to local simulators, with an injected clock."""
+
+    fleet: Fleet
+    clock: FakeClock
+    sleep: RecordingSleep
+    env: dict[str, str]  # what ${VAR}s in the rules file stand for
+
+    async def check(self) -> dict[str, CycleReport]:
+        """Check every account once and deliver what that queued."""
+        reports = await self.fleet.check()
+        await deliver_due(self.fleet.store, self.fleet.notifier, self.clock.now())
+        return dict(zip(self.fleet.watchers, reports, strict=True))
+
+
+MakeFleet = Callable[[str], Awaitable[FleetHarness]]
+
+
+@pytest.fixture
+async def make_fleet(
+    tmp_path: Path,
+    webhook: WebhookReceiver,
+    dial: DialSimulator,
+    mifumo: MifumoSimulator,
+    hookbridge: HookBridgeSimulator,
+    cloudflare: CloudflareSimulator,
+) -> AsyncIterator[MakeFleet]:
+    """Builds a FleetHarness for a rules text; ${WEBHOOK}, ${DIAL_URL}, ${MIFUMO_URL},
+    ${HOOKBRIDGE_URL}, ${CLOUDFLARE_URL} and the keys (${DIAL_KEY}, ...) are set."""
+    env = {
+        "WEBHOOK": webhook.url,
+        "DIAL_URL": dial.base_url,
+        "DIAL_KEY": API_KEY,
+        "MIFUMO_URL": mifumo.base_url,
+        "MIFUMO_KEY": MIFUMO_KEY,
+        "HOOKBRIDGE_URL": hookbridge.base_url,
+        "HOOKBRIDGE_KEY": HOOKBRIDGE_KEY,
+        "CLOUDFLARE_URL": cloudflare.base_url,
+        "CLOUDFLARE_TOKEN": CLOUDFLARE_TOKEN,
+    }
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(rules_text: str) -> FleetHarness:
+            path = tmp_path / "rules.yaml"
+            path.write_text(rules_text)
+            rules = load_rules(path, env)
+            clock, sleep = FakeClock(), RecordingSleep()
+            fleet = await stack.enter_async_context(
+                open_fleet(
+                    Settings(state=tmp_path / "state.db"),
+                    rules,
+                    clock=clock,
+                    notifier=AppriseNotifier(rules.channels, timeout=10, min_interval=0),
+                    sleep=sleep,
+                )
+            )
+            return FleetHarness(fleet, clock, sleep, env)
+
+        yield make

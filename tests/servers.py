@@ -10,6 +10,7 @@ from email import message_from_bytes
 from email.message import Message
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
@@ -118,3 +119,14 @@ class SmtpServer:
                     assert isinstance(payload, bytes)
                     texts.append(payload.decode())
         return texts
+
+
+async def get_json(
+    url: str, headers: dict[str, str], params: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """GET `url` as a client of the simulated APIs would: the status and the JSON body."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, params=params, headers=headers) as response,
+    ):
+        return response.status, await response.json()

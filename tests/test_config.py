@@ -127,6 +127,58 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             "rules[0].types[1]",
             "Input should be 'credit', 'payment', 'purchase', 'charge' or 'usage'",
         ),
+        (
+            "unknown_rule_account",
+            16,
+            27,
+            "rules[0].accounts[1]",
+            "no account named 'dial-staging'; defined: dial-prod, sms",
+        ),
+        (
+            "unsupported_kind",
+            11,
+            5,
+            "rules[0].kind",
+            "no account can run a quota_above rule: sms (mifumo): mifumo supports "
+            "balance_below, spend_above, usage_item, ledger_event",
+        ),
+        (
+            "credits_on_dial",
+            7,
+            5,
+            "rules[0].kind",
+            "no account can run a balance_below rule: dial (dial): dial balances are money: "
+            "write a threshold like '$50.00'",
+        ),
+        (
+            "api_email_on_dial",
+            5,
+            5,
+            "accounts[0].api_email",
+            "api_email is for a Cloudflare global API key; other providers take api_key only",
+        ),
+        (
+            "plain_http_account",
+            5,
+            5,
+            "accounts[0].base_url",
+            "plain http:// is only allowed to a loopback host",
+        ),
+        ("duplicate_account", 5, 5, "accounts[1].name", "duplicate account name 'sms'"),
+        (
+            "quota_percent_and_overage",
+            10,
+            5,
+            "rules[0]",
+            "set exactly one of percent (e.g. 80) or overage: true",
+        ),
+        (
+            "unknown_provider",
+            3,
+            5,
+            "accounts[0].provider",
+            "Input should be 'dial', 'mifumo', 'hookbridge' or 'cloudflare'",
+        ),
     ],
 )
 def test_rejected_rules_file_names_file_line_column_and_key(
@@ -176,9 +228,28 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
             "SLACK_WEBHOOK_URL": "slack://TokenA/TokenB/TokenC/#alerts",
             "SMTP_PASSWORD": "pw",
             "PAGER_URL": "pagerduty://IntegrationKey@ApiKey",
+            "DIAL_API_KEY": "sk_live_1",
+            "MIFUMO_API_KEY": "mf_1",
+            "HOOKBRIDGE_API_KEY": "hb_live_1",
+            "CF_API_TOKEN": "cf_1",
         },
     )
     assert list(rules.channels) == ["oncall", "finance", "pager"]
+    assert [(a.name, a.provider, a.url) for a in rules.accounts] == [
+        ("dial-prod", "dial", "https://getdial.ai"),
+        ("sms", "mifumo", "https://mifumosms.mifumolabs.com"),
+        ("webhooks", "hookbridge", "https://api.hookbridge.io"),
+        ("cf", "cloudflare", "https://api.cloudflare.com/client/v4"),
+    ]
+    assert rules.accounts[2].interval == timedelta(minutes=15)
+    running = {
+        a.name: [r.name for r in rules.rules_for(a.name, a.provider)] for a in rules.accounts
+    }
+    assert running["webhooks"] == ["webhooks-80", "webhooks-overage"]
+    assert running["sms"] == ["sms-credits-low", "daily-spend", "expensive-call", "money-in"]
+    assert running["cf"] == ["daily-spend", "expensive-call", "money-in", "cloudflare-charges"]
+    assert "sms-credits-low" not in running["dial-prod"]
+    assert "runway" in running["dial-prod"]
     low = rules.rules[0]
     assert isinstance(low, BalanceBelow)
     assert low.threshold == Money(5000, "USD")
@@ -187,6 +258,9 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     assert [r.name for r in rules.rules] == [
         "wallet-low",
         "wallet-empty",
+        "sms-credits-low",
+        "webhooks-80",
+        "webhooks-overage",
         "cancelling",
         "numbers-at-risk",
         "card-expiring",
@@ -194,6 +268,7 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
         "sms-this-month",
         "expensive-call",
         "money-in",
+        "cloudflare-charges",
         "runway",
     ]
     assert rules.time_intervals["nights"][0].weekdays == (0, 1, 2, 3, 4)
@@ -201,7 +276,7 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     assert (rules.digest[0].every, rules.digest[0].weekday) == ("week", 0)
     assert rules.channels["finance"].body_format == "text"
     assert rules.rules[0].body is not None
-    monthly = rules.rules[6]
+    monthly = rules.rules[9]
     assert isinstance(monthly, SpendAbove)
     assert (monthly.period, monthly.timezone, monthly.match.fare) == (
         "month",
@@ -217,7 +292,7 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     fallback = rules.targets_for(runway.name, runway.kind, "warning", "dial", "dial", runway)
     assert [t.channel for t in fallback] == ["oncall"]  # no route matches: defaults.notify
     assert empty.repeat_every == timedelta(hours=4)
-    assert rules.rules[3].severity == "critical"
+    assert rules.rules[6].severity == "critical"
 
 
 def test_repeat_every_never_disables_reminders(tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ one per request, before the next normal answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +77,8 @@ class SimulatedApi:
         # Faults for the Nth request (1-based) from now on, e.g. to fail mid-backlog.
         self.faults_at: dict[int, Fault] = {}
         self.requests: list[str] = []
+        # While set and not yet released, every request waits: a provider that hangs.
+        self.hold: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -90,7 +94,9 @@ class SimulatedApi:
         raise NotImplementedError
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        app = self.app()
+        app.middlewares.append(self._held)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -99,9 +105,19 @@ class SimulatedApi:
         return self.base_url
 
     async def stop(self) -> None:
+        if self.hold is not None:
+            self.hold.set()  # let held requests finish, or shutting down waits for them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @web.middleware
+    async def _held(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.hold is not None:
+            await self.hold.wait()
+        return await handler(request)
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         """The 401, 429 or queued fault this request gets instead of an answer, if any."""
