@@ -114,7 +114,7 @@ async def _bare(base_url: str) -> tuple[int, Measured]:
 
 async def _dialwatch(base_url: str) -> tuple[int, Measured]:
     from dialwatch.config import parse_rules
-    from dialwatch.runner import open_watcher
+    from dialwatch.runner import open_fleet
     from dialwatch.service import run_cycle
     from dialwatch.settings import Settings
     from dialwatch.store import LedgerCheckpoint
@@ -126,7 +126,8 @@ async def _dialwatch(base_url: str) -> tuple[int, Measured]:
     rules = parse_rules(RULES, "bench.yaml", {})
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(api_key=SecretStr(KEY), base_url=base_url, state=Path(tmp) / "bench.db")
-        async with open_watcher(settings, rules, clock=Clock()) as watcher:
+        async with open_fleet(settings, rules, clock=Clock()) as fleet:
+            watcher = fleet.watchers["dial"]
             # A watcher that last read the ledger a day ago: all N items are a backlog.
             start = NOW - timedelta(days=1)
             watcher.store.commit_check(
