@@ -89,6 +89,8 @@ async def test_wheel_installs_in_a_fresh_venv_and_checks(
     assert process.returncode == 1  # something fires
     assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in out.decode()
     assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
+    # The demo's simulators and rules are in the wheel too (what `pip install .` gets).
+    await run(python, "-I", "-c", "import dialwatch.demo, dialwatch.simulators.mifumo")
 
 
 def _container_tools_missing() -> str | None:
