@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from dialwatch.api_client import ApiClient
+from dialwatch.errors import BadResponse
 from dialwatch.model import (
     ActivityStats,
     BillingSnapshot,
@@ -238,6 +239,11 @@ class DialProvider:
             page = await (prefetched or self._page("all", starting_after, stats))
             prefetched = None
             rows = page.rows
+            if not rows and page.has_more:
+                raise BadResponse(
+                    "pagination ended early: an empty page says more follow",
+                    url=self._client.url(ACTIVITY_PATH),
+                )
             if not rows:
                 return
             last = rows[-1]

@@ -322,6 +322,22 @@ async def test_restart_mid_backlog_neither_skips_nor_double_counts(
     ]
 
 
+async def test_empty_page_that_says_more_follow_fails_the_read(h: Harness) -> None:
+    """hasMore with no data cannot be paged on: a failed read, retried next check,
+    never a quiet end of the ledger."""
+    await start_empty(h)
+    h.dial.ledger.extend([usage(at(-5), 700, call="c1")])
+    empty = Fault.json_body({"data": [], "hasMore": True})
+    h.dial.faults_at[len(h.dial.requests) + 2] = empty  # the first activity page
+
+    failed = await check(h)
+
+    assert failed.ledger_error is not None
+    assert "pagination ended early: an empty page says more follow" in str(failed.ledger_error)
+    h.clock.advance(minutes=1)
+    assert (await check(h)).ledger_error is None
+
+
 async def test_an_idle_check_costs_two_requests(h: Harness) -> None:
     """With nothing new, a check reads billing and one activity page."""
     h.dial.ledger.extend([usage(at(-i), 100, call=f"i{i}") for i in range(1, 300)])
