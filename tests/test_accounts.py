@@ -17,6 +17,7 @@ from dialwatch.simulators.cloudflare import CloudflareSimulator
 from dialwatch.simulators.dial import DialAccount, DialSimulator
 from dialwatch.simulators.hookbridge import HookBridgeSimulator
 from dialwatch.simulators.mifumo import MifumoSimulator
+from dialwatch.status_page import render_status_page
 from tests.conftest import API_KEY, START, MakeFleet
 from tests.servers import WebhookReceiver
 from tests.test_cli import wait_until
@@ -117,6 +118,16 @@ async def test_mixed_accounts_alert_through_one_service(
         "hooks": sorted(["quota-80", *watcher_alerts]),
         "cf": sorted(["daily-spend", *watcher_alerts]),  # `charges` is an event: none new
     }
+
+    page = render_status_page(h.fleet.all(), h.clock.now())
+    for name in ("dial-prod", "dial-eu", "sms", "hooks", "cf"):
+        assert f'<section id="account-{name}">' in page
+    assert '<span class="big" id="balance-sms">120 credits</span>' in page
+    assert 'id="balance-hooks"' not in page  # HookBridge has no balance, only a quota
+    assert 'id="spend-chart-cf"' in page
+    assert all(
+        key not in page for key in h.env.values() if key.startswith(("sk_", "mf_", "hb_", "cf_"))
+    )
 
 
 @pytest.mark.usefixtures("trouble")
