@@ -1,0 +1,234 @@
+"""The local copy of each account's ledger: items, the cursor, spend queries, and the
+new items each item rule matched until their message is queued."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
+from dialwatch.config import Match
+from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
+from dialwatch.store.db import Database
+from dialwatch.units import Money
+
+TOP = 3  # contributors listed in a spend message
+_LEDGER_COLUMNS = ", ".join(("account", *LedgerItem._fields))
+
+
+@dataclass(frozen=True)
+class LedgerCheckpoint:
+    """What a check read of the ledger, committed with its alerts."""
+
+    newest: datetime
+    keep_since: datetime  # items older than this are no longer needed by any rule
+    delivered_rules: tuple[str, ...]  # item rules whose matches became messages
+
+
+def _spend_filter(
+    account: str,
+    since: datetime,
+    currency: str,
+    match: Match | None = None,
+    until: datetime | None = None,
+) -> tuple[str, list[object]]:
+    """The WHERE clause (and its parameters) selecting spend items in `currency` for a
+    spend query."""
+    # Keys start with the item's time in fixed-width hex: the primary key is the
+    # time index, and no second index slows every insert.
+    where = f"account = ? AND key >= ? AND type IN {SPEND_TYPES!r} AND currency = ?"
+    params: list[object] = [account, time_key(since), currency]
+    if until is not None:
+        where += " AND key < ?"
+        params.append(time_key(until))
+    if match is not None:
+        for column, value, op in (
+            ("fare", match.fare, "GLOB"),
+            ("number", match.number, "="),
+            ("attribution", match.attribution, "="),
+            ("action", match.action, "GLOB"),
+            ("description", match.description, "GLOB"),
+            ("zone", match.zone, "="),
+        ):
+            if value is not None:
+                where += f" AND {column} {op} ?"
+                params.append(value)
+    return where, params
+
+
+class LedgerTables(Database):
+    """The ledger's part of the Store."""
+
+    def _commit_ledger(
+        self, db: sqlite3.Connection, account: str, ledger: LedgerCheckpoint
+    ) -> None:
+        """Move the cursor, forget matches that became messages and items no rule needs."""
+        db.execute(
+            "INSERT OR REPLACE INTO ledger_cursor VALUES (?, ?)",
+            (account, to_iso(ledger.newest)),
+        )
+        db.executemany(
+            "DELETE FROM item_matches WHERE account = ? AND rule = ?",
+            [(account, rule) for rule in ledger.delivered_rules],
+        )
+        db.execute(
+            "DELETE FROM ledger WHERE account = ? AND key < ?",
+            (account, time_key(ledger.keep_since)),
+        )
+
+    def ledger_cursor(self, account: str) -> datetime | None:
+        """The newest instant a committed check has read the ledger up to."""
+        row = self._db.execute(
+            "SELECT newest FROM ledger_cursor WHERE account = ?", (account,)
+        ).fetchone()
+        return from_iso(row[0]) if row else None
+
+    def add_ledger_items(
+        self,
+        account: str,
+        items: list[LedgerItem],
+        match: Callable[[LedgerItem], Iterable[str]] | None,
+    ) -> int:
+        """Store items not seen before, and the item rules each new one matches.
+
+        Returns how many were new. `match` is None while backfilling history.
+        These rows need no fsync of their own: until the check commits its cursor
+        (with a full sync), a crash only means they are read again.
+        """
+        if not items:
+            return 0
+        db = self._db
+        keys = [item.key for item in items]
+        seen = {
+            key
+            for (key,) in db.execute(
+                f"SELECT key FROM ledger WHERE account = ? AND key IN ({','.join('?' * len(keys))})",
+                [account, *keys],
+            )
+        }
+        new = [item for item in items if item.key not in seen]
+        relax = not db.in_transaction  # a dry run's outer transaction is never synced
+        if relax:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction():
+                db.executemany(
+                    f"INSERT INTO ledger ({_LEDGER_COLUMNS}) "
+                    f"VALUES ({', '.join('?' * (len(LedgerItem._fields) + 1))})",
+                    [
+                        (
+                            account,
+                            item.key,
+                            item.type,
+                            to_micros(item.occurred_at),
+                            item.cents,
+                            item.currency,
+                            item.fare,
+                            item.number,
+                            item.attribution,
+                            item.kind,
+                            item.invoice_id,
+                            item.reason,
+                            item.action,
+                            item.description,
+                            item.zone,
+                        )
+                        for item in new
+                    ],
+                )
+                if match is not None:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
+                        [(account, rule, item.key) for item in new for rule in match(item)],
+                    )
+                by_day: dict[str, int] = {}
+                for item in new:
+                    if item.type in SPEND_TYPES:
+                        day = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d")
+                        by_day[day] = by_day.get(day, 0) + item.cents
+                db.executemany(
+                    "INSERT INTO spend_days VALUES (?, ?, ?) ON CONFLICT (account, day) "
+                    "DO UPDATE SET cents = cents + excluded.cents",
+                    [(account, day, cents) for day, cents in by_day.items()],
+                )
+        finally:
+            if relax:
+                db.execute("PRAGMA synchronous=FULL")
+        return len(new)
+
+    def spend(
+        self,
+        account: str,
+        since: datetime,
+        currency: str,
+        match: Match | None = None,
+        until: datetime | None = None,
+    ) -> SpendSummary:
+        """Spend in [since, until) among items that `match` selects, with the biggest
+        contributors."""
+        where, params = _spend_filter(account, since, currency, match, until)
+        total, count = self._db.execute(
+            f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
+        ).fetchone()
+
+        def top(column: str) -> tuple[tuple[str, Money], ...]:
+            rows = self._db.execute(
+                f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
+                f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
+                params,
+            )
+            return tuple((name, Money(cents, currency)) for name, cents in rows)
+
+        return SpendSummary(
+            since,
+            Money(total, currency),
+            count,
+            top("number"),
+            # Dial names a fare; the other providers describe the item.
+            top("COALESCE(fare, description)"),
+        )
+
+    def spend_total(self, account: str, since: datetime, currency: str) -> Money:
+        """Spend since `since`, without the contributors (one query, not three)."""
+        where, params = _spend_filter(account, since, currency)
+        row = self._db.execute(
+            f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params
+        ).fetchone()
+        return Money(row[0], currency)
+
+    def spend_currency(self, account: str) -> str:
+        """The currency of the account's latest spend item (USD before there is one)."""
+        row = self._db.execute(
+            f"SELECT currency FROM ledger WHERE account = ? AND type IN {SPEND_TYPES!r} "
+            "ORDER BY key DESC LIMIT 1",
+            (account,),
+        ).fetchone()
+        return str(row[0]) if row else "USD"
+
+    def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
+        """New items that matched `rule` and are not notified yet: all counted, and the
+        first `limit` of them (oldest first) to show."""
+        count, total = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(l.cents), 0) FROM item_matches m "
+            "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+            "WHERE m.account = ? AND m.rule = ?",
+            (account, rule),
+        ).fetchone()
+        rows = self._db.execute(
+            f"SELECT {', '.join('l.' + c for c in LedgerItem._fields)} FROM item_matches m "
+            "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+            "WHERE m.account = ? AND m.rule = ? ORDER BY l.occurred_at, l.key LIMIT ?",
+            (account, rule, limit),
+        )
+        shown = [LedgerItem(r[0], r[1], from_micros(r[2]), *r[3:]) for r in rows]
+        currency = shown[0].currency if shown else "USD"
+        return ItemMatches(count, Money(total, currency), tuple(shown))
+
+    def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
+        rows = self._db.execute(
+            "SELECT day, cents FROM spend_days WHERE account = ? AND day >= ? ORDER BY day",
+            (account, since.strftime("%Y-%m-%d")),
+        )
+        return {day: Money(cents) for day, cents in rows}
