@@ -36,6 +36,15 @@ rules:
 """
 
 
+def pages_read(simulator: MifumoSimulator) -> list[int]:
+    """The history page numbers asked for, in order."""
+    return [
+        int(r.split("page=")[1].split("&")[0])
+        for r in simulator.requests
+        if r.startswith("/api/billing/history/")
+    ]
+
+
 def stamp(hours: float) -> str:
     """A created_at `hours` after START (negative: before), as Django writes it."""
     return (START + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -64,7 +73,8 @@ async def test_credits_and_spend_over_many_pages_are_exact(
         "[WARNING] sms / sms-spend: spend $20.60 in the last 24h is above $20.00",
     ]
     history = [r for r in mifumo.requests if r.startswith("/api/billing/history/")]
-    assert history == [f"/api/billing/history/?page={n}&page_size=100" for n in (1, 2, 3)]
+    # Oldest first, as documented: page 1 for the count, then from the end back.
+    assert history == [f"/api/billing/history/?page={n}&page_size=100" for n in (1, 3, 2)]
     body = next(m["message"] for m in webhook.received if "sms-spend" in m["message"])
     assert "Spend: $20.60 over 251 item(s)" in body
 
@@ -90,21 +100,24 @@ async def test_new_purchase_is_an_event_and_resolves_the_credits(
     ]
 
 
-async def test_newest_first_history_stops_at_the_window(
-    make_fleet: MakeFleet, mifumo: MifumoSimulator
+@pytest.mark.parametrize(("newest_first", "pages"), [(True, [1]), (False, [1, 3])])
+async def test_a_long_history_is_read_only_as_far_as_the_window(
+    make_fleet: MakeFleet, mifumo: MifumoSimulator, newest_first: bool, pages: list[int]
 ) -> None:
-    """When pages come newest first, reading stops at the page that reaches past what
-    the rules need, rather than walking years of history."""
-    mifumo.newest_first = True
+    """Whichever order the pages come in, reading stops at the page that reaches past
+    what the rules need rather than walking the whole history each check."""
+    mifumo.newest_first = newest_first
     for i in range(300):  # one an hour, back 300 hours
         mifumo.account.record(f"u{i}", "usage", -0.10, stamp(-i))
     h = await make_fleet(RULES)
 
     reports = await h.check()
 
-    assert reports["sms"].ledger is not None
-    assert reports["sms"].ledger.stats.requests == 1
+    assert pages_read(mifumo) == pages
     assert reports["sms"].spend["sms-spend"].cents == 250  # 25 items in [now-24h, now]
+    mifumo.account.record("new", "usage", -1.00, stamp(0.5))
+    h.clock.advance(hours=1)
+    assert (await h.check())["sms"].spend["sms-spend"].cents == 340  # 24 old + the new
 
 
 async def test_pagination_that_ends_early_fails_the_check_and_keeps_the_cursor(
@@ -186,3 +199,22 @@ async def test_simulator_serves_the_documented_history(
     if count is not None:
         assert len(body["results"]) == count
         assert body["count"] == (1 if "type" in params else 151)
+
+
+async def test_pages_out_of_order_are_read_whole(
+    make_fleet: MakeFleet, mifumo: MifumoSimulator
+) -> None:
+    """If the last page is not in the order page 1 showed, nothing is assumed: every
+    page is read in turn."""
+    for i in range(250):
+        mifumo.account.record(f"u{i:03d}", "usage", -0.10, stamp(-i))
+    shuffled = sorted(mifumo.account.records, key=lambda r: str(r["id"]))[:50]
+    mifumo.faults_at[3] = Fault.json_body(  # 1: balance, 2: page 1, 3: the last page
+        {"count": 250, "next": None, "previous": None, "results": shuffled}
+    )
+    h = await make_fleet(RULES)
+
+    report = (await h.check())["sms"]
+
+    assert pages_read(mifumo) == [1, 3, 2, 3]
+    assert report.spend["sms-spend"].cents == 250
