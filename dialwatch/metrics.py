@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +28,14 @@ class Metrics:
         self.spend = Gauge(
             "dialwatch_spend_cents", "Spend counted by each spend_above rule, in cents",
             ["account", "rule"], registry=r,
+        )  # fmt: skip
+        self.quota_used = Gauge(
+            "dialwatch_quota_used", "Messages used this period (HookBridge)", ["account"],
+            registry=r,
+        )  # fmt: skip
+        self.quota_limit = Gauge(
+            "dialwatch_quota_limit", "The plan's limit this period; absent when unlimited",
+            ["account"], registry=r,
         )  # fmt: skip
         self.checks = Counter("dialwatch_checks", "Checks run", ["account"], registry=r)
         self.failures = Counter(
@@ -71,6 +80,14 @@ class Metrics:
         balance = report.snapshot.balance if report.snapshot else None
         if balance is not None:
             self.balance.labels(account, balance.currency).set(balance.cents)
+        quota = report.snapshot.quota if report.snapshot else None
+        if quota is not None:
+            self.quota_used.labels(account).set(quota.used)
+            if quota.plan_limit is not None:
+                self.quota_limit.labels(account).set(quota.plan_limit)
+            else:
+                with contextlib.suppress(KeyError):  # unlimited now: no limit to show
+                    self.quota_limit.remove(account)
         for rule, spent in report.spend.items():
             self.spend.labels(account, rule).set(spent.cents)
         for outcome in report.outcomes:
