@@ -26,6 +26,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
@@ -221,6 +222,7 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
     "runway_below": RunwayBelow,
     "quota_above": QuotaAbove,
 }
+_ANY_RULE: TypeAdapter[Rule] = TypeAdapter(Rule)
 SnapshotRule = (
     BalanceBelow | SubscriptionCancelling | NumbersAtRisk | PaymentMethodExpiring | QuotaAbove
 )
@@ -272,10 +274,10 @@ PROVIDERS = {
 ProviderName = Literal["dial", "mifumo", "hookbridge", "cloudflare"]
 
 
-def unsupported(rule: _RuleBase, provider: str) -> str | None:
+def unsupported(rule: Rule, provider: str) -> str | None:
     """Why `rule` cannot run on an account of `provider`, or None if it can."""
     spec = PROVIDERS[provider]
-    if rule.kind not in spec.kinds:  # type: ignore[attr-defined]
+    if rule.kind not in spec.kinds:
         return f"{provider} supports {', '.join(spec.kinds)}"
     if isinstance(rule, BalanceBelow):
         unit = "credits" if rule.threshold.currency == CREDITS else "money"
@@ -806,7 +808,7 @@ def _check_rule_accounts(
     if not isinstance(kind, str) or kind not in RULE_KINDS:
         return
     try:
-        model = RULE_KINDS[kind].model_validate({**rule, "name": "x"})
+        model = _ANY_RULE.validate_python({**rule, "name": "x"})
     except ValidationError:
         return  # reported by the schema
     candidates = [n for n in names if n in accounts] if names else list(accounts)
