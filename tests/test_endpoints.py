@@ -17,8 +17,6 @@ from tests.ledger_items import at, usage
 from tests.servers import WebhookReceiver
 from tests.test_ledger import RULES as LEDGER_RULES
 
-INTERVAL = timedelta(seconds=60)
-
 
 @pytest.fixture
 async def base_url(harness: Harness) -> AsyncIterator[str]:
