@@ -14,12 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import aiohttp
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from dialwatch.errors import (
     AuthError,
@@ -30,11 +31,41 @@ from dialwatch.errors import (
     ServerError,
     TransportError,
 )
+from dialwatch.units import to_minor
 
 log = structlog.get_logger("dialwatch.api")
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
+
+
+class Lenient(BaseModel):
+    """A response model: unknown fields are the API growing, not an error."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Priced(Lenient):
+    """A response model with an `amount` sent as a float in currency units, held exactly
+    as `minor` units of `unit`. A fraction of the smallest unit fails validation (so the
+    response is a BadResponse naming the field): money is never rounded."""
+
+    amount: Decimal  # read from the JSON text, so 20.99 is exactly 20.99
+    currency: str
+    _minor: int = PrivateAttr(0)
+
+    @property
+    def unit(self) -> str:
+        return self.currency.upper()
+
+    @property
+    def minor(self) -> int:
+        return self._minor
+
+    @model_validator(mode="after")
+    def _exact(self) -> Self:
+        self._minor = to_minor(self.amount, self.unit)
+        return self
 
 
 @dataclass(frozen=True)
@@ -85,7 +116,7 @@ class ApiClient:
         was expected. It runs inside the retry loop, so a body off the documented shape
         is retried like a truncated one. Raises ProviderError.
         """
-        url = f"{self._base_url}{path}"
+        url = self.url(path)
         policy = self._policy
         for attempt in range(1, policy.attempts + 1):
             try:
@@ -118,7 +149,7 @@ class ApiClient:
         return self._jitter() * backoff
 
     async def _get_once(self, path: str, params: Mapping[str, str] | None) -> _Body:
-        url = f"{self._base_url}{path}"
+        url = self.url(path)
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
         started = time.perf_counter()
         try:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from decimal import Decimal
 
 from pydantic import AwareDatetime, Field, StrictBool, model_validator
 
-from dialwatch.api_client import ApiClient, json_object
+from dialwatch.api_client import ApiClient, Lenient, Priced, json_object
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
-from dialwatch.pages import Lenient, NumberedPage, read_numbered
-from dialwatch.units import to_minor
+from dialwatch.pages import NumberedPage, read_numbered
 
 HISTORY_PATH = "/user/billing/history"
 PER_PAGE = 50  # the documented maximum
@@ -32,28 +30,21 @@ class _Zone(Lenient):
     name: str | None = None
 
 
-class _Item(Lenient):
+class _Item(Priced):
     id: str
     type: str
     action: str | None = None
     description: str | None = None
     occurred_at: AwareDatetime
-    amount: Decimal
-    currency: str
     zone: _Zone | None = None
-
-    @model_validator(mode="after")
-    def _exact(self) -> _Item:
-        to_minor(self.amount, self.currency.upper())
-        return self
 
     def item(self) -> LedgerItem:
         return LedgerItem(
             key=f"{time_key(self.occurred_at)}-{self.id}",
             type=self.type.lower(),
             occurred_at=self.occurred_at,
-            cents=to_minor(self.amount, self.currency.upper()),
-            currency=self.currency.upper(),
+            cents=self.minor,
+            currency=self.unit,
             action=self.action,
             description=self.description,
             zone=self.zone.name if self.zone else None,
@@ -125,9 +116,7 @@ class CloudflareProvider:
     async def read_activity(
         self, floor: datetime, stats: ActivityStats
     ) -> AsyncIterator[list[LedgerItem]]:
-        items, pages = await read_numbered(self._page, floor, self._client.url(HISTORY_PATH))
-        stats.requests += pages
-        yield items
+        yield await read_numbered(self._page, floor, self._client.url(HISTORY_PATH), stats)
 
     async def _page(self, number: int) -> NumberedPage:
         params = {"page": str(number), "per_page": str(PER_PAGE)}

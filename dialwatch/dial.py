@@ -13,14 +13,12 @@ from typing import NamedTuple
 import structlog
 from pydantic import (
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     StrictBool,
     StrictInt,
     ValidationError,
 )
 
-from dialwatch.api_client import ApiClient
+from dialwatch.api_client import ApiClient, Lenient
 from dialwatch.errors import BadResponse
 from dialwatch.model import (
     ActivityStats,
@@ -40,25 +38,20 @@ ACTIVITY_PATH = "/api/v1/billing/activity"
 PAGE_LIMIT = 100  # the API clamps `limit` to 1-100
 
 
-class _Lenient(BaseModel):
-    # Unknown fields are the API growing, not an error.
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Subscription(_Lenient):
+class _Subscription(Lenient):
     periodEnd: AwareDatetime
     cancelAtPeriodEnd: StrictBool
     quantity: int | None = None
     interval: str | None = None
 
 
-class _Number(_Lenient):
+class _Number(Lenient):
     number: str
     nickname: str | None = None
     mode: str
 
 
-class _PaymentMethod(_Lenient):
+class _PaymentMethod(Lenient):
     id: str = ""
     type: str = ""
     brand: str | None = ""
@@ -68,7 +61,7 @@ class _PaymentMethod(_Lenient):
     isDefault: bool = False
 
 
-class _Billing(_Lenient):
+class _Billing(Lenient):
     # Required: a check that cannot see these must fail, never read as zero or "none".
     balanceCents: StrictInt
     subscription: _Subscription | None
@@ -110,7 +103,7 @@ def parse_billing(account: str, body: bytes, taken_at: datetime) -> BillingSnaps
     )
 
 
-class _ActivityItem(_Lenient):
+class _ActivityItem(Lenient):
     # Each type carries only its own fields; the rest may be absent or null.
     type: str
     occurredAt: str  # kept as sent: it is the cursor; parsed below
@@ -128,7 +121,7 @@ class _ActivityItem(_Lenient):
     reason: str | None = None
 
 
-class _ActivityPage(_Lenient):
+class _ActivityPage(Lenient):
     data: list[_ActivityItem]
     hasMore: StrictBool
 

@@ -13,10 +13,9 @@ from datetime import date, datetime
 
 from pydantic import StrictBool, StrictInt
 
-from dialwatch.api_client import ApiClient, json_object
+from dialwatch.api_client import ApiClient, Lenient, json_object
 from dialwatch.errors import BadResponse
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, QuotaPeriod
-from dialwatch.pages import Lenient
 
 USAGE_PATH = "/v1/billing/usage-history"
 PAGE_LIMIT = 12  # the default; the API allows 1-24

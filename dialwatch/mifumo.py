@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import AwareDatetime, StrictInt, field_validator, model_validator
+from pydantic import AwareDatetime, Field, StrictInt, field_validator
 
-from dialwatch.api_client import ApiClient, json_object
+from dialwatch.api_client import ApiClient, Lenient, Priced, json_object
 from dialwatch.errors import RequestRejected
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
-from dialwatch.pages import Lenient, NumberedPage, read_numbered
-from dialwatch.units import CREDITS, Money, to_minor
+from dialwatch.pages import NumberedPage, read_numbered
+from dialwatch.units import CREDITS, Money
 
 BALANCE_PATH = "/api/integration/v1/sms/balance/"
 HISTORY_PATH = "/api/billing/history/"
@@ -31,22 +31,19 @@ def unit(currency: str) -> str:
     return CREDITS if currency.strip().lower() in ("credit", "credits") else currency.upper()
 
 
-class _Balance(Lenient):
-    balance: Decimal
+class _Balance(Priced):
+    amount: Decimal = Field(alias="balance")
     currency: str = CREDITS
 
-    @model_validator(mode="after")
-    def _exact(self) -> _Balance:
-        to_minor(self.balance, unit(self.currency))
-        return self
+    @property
+    def unit(self) -> str:
+        return unit(self.currency)
 
 
-class _Record(Lenient):
+class _Record(Priced):
     id: str
     type: str
     description: str | None = None
-    amount: Decimal
-    currency: str
     status: str | None = None
     created_at: AwareDatetime
 
@@ -55,20 +52,14 @@ class _Record(Lenient):
     def _id(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
 
-    @model_validator(mode="after")
-    def _exact(self) -> _Record:
-        to_minor(self.amount, self.currency.upper())
-        return self
-
     def item(self) -> LedgerItem:
         kind = self.type.lower()
-        cents = to_minor(self.amount, self.currency.upper())
         return LedgerItem(
             key=f"{time_key(self.created_at)}-{self.id}",
             type=kind,
             occurred_at=self.created_at,
-            cents=-cents if kind == "usage" else cents,  # usage is sent negative
-            currency=self.currency.upper(),
+            cents=-self.minor if kind == "usage" else self.minor,  # usage is sent negative
+            currency=self.unit,
             description=self.description,
             reason=self.status,
         )
@@ -82,12 +73,11 @@ class _History(Lenient):
 
 def parse_balance(account: str, body: bytes, taken_at: datetime) -> BillingSnapshot:
     balance = _Balance.model_validate_json(body)
-    currency = unit(balance.currency)
     return BillingSnapshot(
         account=account,
         taken_at=taken_at,
-        balance=Money(to_minor(balance.balance, currency), currency),
-        balance_meaning="SMS credit balance" if currency == CREDITS else "SMS balance",
+        balance=Money(balance.minor, balance.unit),
+        balance_meaning="SMS credit balance" if balance.unit == CREDITS else "SMS balance",
     )
 
 
@@ -127,9 +117,7 @@ class MifumoProvider:
     async def read_activity(
         self, floor: datetime, stats: ActivityStats
     ) -> AsyncIterator[list[LedgerItem]]:
-        items, pages = await read_numbered(self._page, floor, self._client.url(HISTORY_PATH))
-        stats.requests += pages
-        yield items
+        yield await read_numbered(self._page, floor, self._client.url(HISTORY_PATH), stats)
 
     async def _page(self, number: int) -> NumberedPage:
         params = {"page": str(number), "page_size": str(PAGE_SIZE)}

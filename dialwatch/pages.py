@@ -6,18 +6,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict
-
 from dialwatch.errors import BadResponse
-from dialwatch.model import LedgerItem
+from dialwatch.model import ActivityStats, LedgerItem
 
 MAX_PAGES = 10_000  # a runaway guard: 1M items at 100 a page
-
-
-class Lenient(BaseModel):
-    """A response model: unknown fields are the API growing, not an error."""
-
-    model_config = ConfigDict(extra="ignore")
 
 
 class NumberedPage(NamedTuple):
@@ -28,9 +20,12 @@ class NumberedPage(NamedTuple):
 
 
 async def read_numbered(
-    fetch: Callable[[int], Awaitable[NumberedPage]], floor: datetime, url: str
-) -> tuple[list[LedgerItem], int]:
-    """Every item at or after `floor`, newest first, and how many pages that took.
+    fetch: Callable[[int], Awaitable[NumberedPage]],
+    floor: datetime,
+    url: str,
+    stats: ActivityStats,
+) -> list[LedgerItem]:
+    """Every item at or after `floor`, newest first; the pages read go into `stats`.
 
     The order of the list is read off page 1. Oldest first (Mifumo's documented
     example), new items are on the last pages: they are read from the last page back
@@ -50,7 +45,8 @@ async def read_numbered(
     if found is None:
         found, pages = await _in_order(fetch, first, floor, url)
     found.sort(key=lambda item: (item.occurred_at, item.key), reverse=True)
-    return found, pages
+    stats.requests += pages
+    return found
 
 
 def _ascending(items: list[LedgerItem]) -> bool:
