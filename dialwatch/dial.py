@@ -282,12 +282,3 @@ class DialProvider:
             params["starting_after"] = starting_after
         stats.requests += 1
         return await self._client.get(ACTIVITY_PATH, parse_activity_page, params)
-
-
-def headers(api_key: str, api_email: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def error_text(body: bytes) -> str | None:
-    """Dial's `error` is a string or a validation object; the generic reader knows both."""
-    return None

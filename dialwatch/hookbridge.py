@@ -60,10 +60,6 @@ def error_text(body: bytes) -> str | None:
     return f"{text} (request {request})" if request else text
 
 
-def headers(api_key: str, api_email: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
 class HookBridgeProvider:
     """Reads one HookBridge project's usage."""
 

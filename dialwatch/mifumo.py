@@ -96,10 +96,6 @@ def error_text(body: bytes) -> str | None:
     return str(detail)[:200] if detail else None
 
 
-def headers(api_key: str, api_email: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
 class MifumoProvider:
     """Reads one Mifumo SMS account."""
 

@@ -32,17 +32,21 @@ class Provider(Protocol):
     ) -> AsyncIterator[list[LedgerItem]]: ...
 
 
-class _Module(Protocol):
-    def headers(self, api_key: str, api_email: str | None) -> dict[str, str]: ...
-
-    def error_text(self, body: bytes) -> str | None: ...
+Headers = Callable[[str, str | None], dict[str, str]]  # (api_key, api_email) -> headers
+ErrorText = Callable[[bytes], str | None]
 
 
-_MODULES: dict[str, tuple[_Module, Callable[[str, ApiClient], Provider]]] = {
-    "dial": (dial, dial.DialProvider),
-    "mifumo": (mifumo, mifumo.MifumoProvider),
-    "hookbridge": (hookbridge, hookbridge.HookBridgeProvider),
-    "cloudflare": (cloudflare, cloudflare.CloudflareProvider),
+def bearer(api_key: str, api_email: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+# Each provider: its class, its auth headers, and its error-body reader (None: the
+# generic one, which knows Dial's `error` as a string or a validation object).
+_PROVIDERS: dict[str, tuple[Callable[[str, ApiClient], Provider], Headers, ErrorText | None]] = {
+    "dial": (dial.DialProvider, bearer, None),
+    "mifumo": (mifumo.MifumoProvider, bearer, mifumo.error_text),
+    "hookbridge": (hookbridge.HookBridgeProvider, bearer, hookbridge.error_text),
+    "cloudflare": (cloudflare.CloudflareProvider, cloudflare.headers, cloudflare.error_text),
 }
 
 
@@ -54,14 +58,14 @@ def open_provider(
     observe: Callable[[str, float], None] | None = None,
 ) -> Provider:
     """The provider reading `account`, over `session`."""
-    module, make = _MODULES[account.provider]
-    headers = module.headers(account.api_key.get_secret_value(), account.api_email)
+    make, headers, error_text = _PROVIDERS[account.provider]
+    auth = headers(account.api_key.get_secret_value(), account.api_email)
     client = ApiClient(
         session,
         account.url,
-        {**headers, "Accept": "application/json"},
+        {**auth, "Accept": "application/json"},
         sleep=sleep,
         observe=observe,
-        error_text=module.error_text,
+        error_text=error_text,
     )
     return make(account.name, client)
