@@ -203,15 +203,8 @@ def _auth_finding(error: ProviderError | None, account: str) -> Finding:
     return Finding(False, f"the billing API accepts dialwatch's API key for {account} again")
 
 
-async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
-    """Read the account, evaluate every rule, decide, and queue notifications.
-
-    With `dry_run`, the same cycle runs and everything it wrote is rolled back: the
-    report says what would be sent.
-    """
-    if dry_run:
-        with watcher.store.rolled_back():
-            return await _cycle(watcher)
+async def run_cycle(watcher: Watcher) -> CycleReport:
+    """Read the account, evaluate every rule, decide, and queue notifications."""
     report = await _cycle(watcher)
     if report.notifications:
         watcher.wake_delivery.set()
@@ -220,8 +213,9 @@ async def run_cycle(watcher: Watcher, *, dry_run: bool = False) -> CycleReport:
 
 
 async def run_checks(watchers: list[Watcher], *, dry_run: bool = False) -> list[CycleReport]:
-    """Check several accounts at the same time (they share one store). A dry run rolls
-    them all back together."""
+    """Check several accounts at the same time (they share one store). With `dry_run`,
+    the same cycles run and everything they wrote is rolled back together: the reports
+    say what would be sent."""
     if dry_run and watchers:
         with watchers[0].store.rolled_back():
             return list(await asyncio.gather(*(_cycle(w) for w in watchers)))

@@ -9,7 +9,7 @@ import pytest
 
 from dialwatch.alerts import Decision
 from dialwatch.outbox import deliver_due
-from dialwatch.service import CycleReport, run_cycle
+from dialwatch.service import CycleReport, run_checks, run_cycle
 from dialwatch.simulators import Fault
 from tests.conftest import START, Harness, MakeHarness
 from tests.ledger_items import at, credit, payment, usage
@@ -356,7 +356,7 @@ async def test_dry_run_reads_the_ledger_but_keeps_nothing(
 ) -> None:
     """A dry run reports the spend alert, then a real check still backfills and sends it."""
     h.dial.ledger.extend([usage(at(-i), 6000, call=f"d{i}") for i in range(1, 3)])
-    dry = await run_cycle(h.watcher, dry_run=True)
+    (dry,) = await run_checks([h.watcher], dry_run=True)
     assert [ch for ch, _ in dry.notifications] == ["oncall"]
     assert h.watcher.store.ledger_cursor("dial") is None
     assert h.watcher.store.spend("dial", START - timedelta(days=1), "USD").count == 0

@@ -12,7 +12,7 @@ import pytest
 from dialwatch.alerts import Decision, Status
 from dialwatch.errors import ConfigError
 from dialwatch.outbox import deliver_due
-from dialwatch.service import AUTH_ALERT, run_cycle
+from dialwatch.service import AUTH_ALERT, run_checks, run_cycle
 from dialwatch.simulators import Fault
 from dialwatch.store import Store
 from tests.conftest import API_KEY, RULES, Harness, MakeHarness
@@ -281,7 +281,7 @@ async def test_dry_run_plans_notifications_and_writes_nothing(
 ) -> None:
     """A dry run reports what it would send; a real check afterwards still sends it."""
     harness.dial.account.balance_cents = 4000
-    report = await run_cycle(harness.watcher, dry_run=True)
+    (report,) = await run_checks([harness.watcher], dry_run=True)
     assert [ch for ch, _ in report.notifications] == ["oncall", "finance"]
     assert harness.watcher.store.pending_count() == 0
     assert harness.watcher.store.alert_states("dial") == {}
