@@ -27,6 +27,7 @@ def render_status_page(watchers: Sequence[Watcher], now: datetime) -> str:
     store = watchers[0].store
     notes = store.recent_notifications(15)
     names = ", ".join(w.account for w in watchers)
+    balances = {w.account: store.last_balance(w.account) for w in watchers}
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="60">
@@ -42,8 +43,8 @@ td, th {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee;
 </style></head><body>
 <h1>dialwatch: {len(watchers)} account(s)</h1>
 <p class="muted">Page generated {_when(now)}.</p>
-{_accounts_table(watchers)}
-{"".join(_account_section(w, now) for w in watchers)}
+{_accounts_table(watchers, balances)}
+{"".join(_account_section(w, now, balances[w.account]) for w in watchers)}
 <h2>Silences</h2>
 {_silences_table(store.silences(now))}
 <h2>Last notifications</h2>
@@ -52,10 +53,10 @@ td, th {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee;
 """
 
 
-def _accounts_table(watchers: Sequence[Watcher]) -> str:
+def _accounts_table(watchers: Sequence[Watcher], balances: Mapping[str, Money | None]) -> str:
     rows = []
     for w in watchers:
-        balance = w.store.last_balance(w.account)
+        balance = balances[w.account]
         state = (
             f'<span class="bad">failing: {escape(w.health.last_error)}</span>'
             if w.health.last_error
@@ -72,10 +73,9 @@ def _accounts_table(watchers: Sequence[Watcher]) -> str:
     )
 
 
-def _account_section(watcher: Watcher, now: datetime) -> str:
+def _account_section(watcher: Watcher, now: datetime, balance: Money | None) -> str:
     store, account, health = watcher.store, watcher.account, watcher.health
     since = now - timedelta(days=DAYS)
-    balance = store.last_balance(account)
     days = [(now - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(DAYS - 1, -1, -1)]
     spend = store.spend_by_day(account, now - timedelta(days=DAYS - 1))
     states = store.alert_states(account)
