@@ -155,7 +155,7 @@ def _silence(
     if not any(fnmatchcase(name, rule) for name in names):
         print(f"no rule matches {rule!r}; rules: {', '.join(names)}", file=sys.stderr)
         return EXIT_ERROR
-    accounts = [a.name for a in rules.accounts] or ["dial"]
+    accounts = list(rules.account_providers())
     if account is not None and account not in accounts:
         print(f"no account {account!r}; accounts: {', '.join(accounts)}", file=sys.stderr)
         return EXIT_ERROR
@@ -208,13 +208,10 @@ def _validate(path: Path) -> int:
         print(REDACTOR.redact(str(exc)), file=sys.stderr)
         return EXIT_ERROR
     print(f"{path}: OK: {len(rules.channels)} channel(s), {len(rules.rules)} rule(s)")
-    accounts = rules.accounts or None
-    for account in accounts or ():
-        names = [r.name for r in rules.rules_for(account.name, account.provider)]
-        print(f"  {account.name} ({account.provider}): {', '.join(names) or 'no rules'}")
-    if accounts is None:
-        names = [r.name for r in rules.rules_for("dial", "dial")]
-        print(f"  dial (dial, from DIALWATCH_API_KEY): {', '.join(names) or 'no rules'}")
+    source = "" if rules.accounts else ", from DIALWATCH_API_KEY"
+    for name, provider in rules.account_providers().items():
+        names = [r.name for r in rules.rules_for(name, provider)]
+        print(f"  {name} ({provider}{source}): {', '.join(names) or 'no rules'}")
     return EXIT_OK
 
 

@@ -272,6 +272,8 @@ PROVIDERS = {
     ),
 }
 ProviderName = Literal["dial", "mifumo", "hookbridge", "cloudflare"]
+# Without an `accounts` section: the one Dial account, read with DIALWATCH_API_KEY.
+DEFAULT_ACCOUNT = "dial"
 
 
 def unsupported(rule: Rule, provider: str) -> str | None:
@@ -462,6 +464,10 @@ class RulesFile(_Strict):
             return tuple(Target(channel, quiet) for channel, quiet in chosen.items())
         fallback = self.defaults.notify or tuple(self.channels)
         return tuple(Target(channel, own_quiet) for channel in fallback)
+
+    def account_providers(self) -> dict[str, str]:
+        """Each account's name and provider (without an `accounts` section, the default)."""
+        return {a.name: a.provider for a in self.accounts} or {DEFAULT_ACCOUNT: "dial"}
 
     def rules_for(self, account: str, provider: str) -> tuple[Rule, ...]:
         """The rules that run on `account`: those naming it, or naming no account, whose
@@ -772,7 +778,7 @@ def _check_accounts(raw: object, add: Any) -> dict[str, str]:
     """Account names (unique) and their providers; without an `accounts` section, the
     one Dial account from the environment."""
     if not isinstance(raw, list):
-        return {"dial": "dial"}
+        return {DEFAULT_ACCOUNT: "dial"}
     accounts: dict[str, str] = {}
     for index, account in enumerate(raw):
         if not isinstance(account, dict):

@@ -17,7 +17,7 @@ import structlog
 from dialwatch import __version__
 from dialwatch.api_client import Sleep
 from dialwatch.clock import Clock, SystemClock
-from dialwatch.config import Account, RulesFile, load_rules
+from dialwatch.config import DEFAULT_ACCOUNT, Account, RulesFile, load_rules
 from dialwatch.errors import ConfigError
 from dialwatch.logs import REDACTOR
 from dialwatch.metrics import Metrics
@@ -88,7 +88,7 @@ def accounts_of(rules: RulesFile, settings: Settings) -> tuple[Account, ...]:
         )
     return (
         Account(
-            name="dial",
+            name=DEFAULT_ACCOUNT,
             provider="dial",
             api_key=settings.api_key,
             base_url=settings.base_url,
