@@ -180,6 +180,16 @@ class _Body:
     content_type: str
 
 
+class AccountReader:
+    """What every provider module's reader is: one account, read through one ApiClient."""
+
+    provider: str  # set by each provider's class
+
+    def __init__(self, account: str, client: ApiClient) -> None:
+        self.account = account
+        self._client = client
+
+
 def _parse(parse: Callable[[bytes], T], body: _Body, url: str) -> T:
     try:
         return parse(body.content)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, Field, StrictBool, model_validator
 
-from dialwatch.api_client import ApiClient, Lenient, Priced, json_object
+from dialwatch.api_client import AccountReader, Lenient, Priced, json_object
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
 from dialwatch.pages import NumberedPage, read_numbered
 
@@ -100,14 +100,10 @@ def headers(api_key: str, api_email: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-class CloudflareProvider:
+class CloudflareProvider(AccountReader):
     """Reads one Cloudflare user's billing history."""
 
     provider = "cloudflare"
-
-    def __init__(self, account: str, client: ApiClient) -> None:
-        self.account = account
-        self._client = client
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
         """Cloudflare has no balance here: the history is all there is."""

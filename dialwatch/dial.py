@@ -18,7 +18,7 @@ from pydantic import (
     ValidationError,
 )
 
-from dialwatch.api_client import ApiClient, Lenient
+from dialwatch.api_client import AccountReader, Lenient
 from dialwatch.errors import BadResponse
 from dialwatch.model import (
     ActivityStats,
@@ -202,14 +202,10 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
     return items
 
 
-class DialProvider:
+class DialProvider(AccountReader):
     """Reads one Dial account."""
 
     provider = "dial"
-
-    def __init__(self, account: str, client: ApiClient) -> None:
-        self.account = account
-        self._client = client
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
         return await self._client.get(

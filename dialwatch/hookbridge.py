@@ -13,7 +13,7 @@ from datetime import date, datetime
 
 from pydantic import StrictBool, StrictInt
 
-from dialwatch.api_client import ApiClient, Lenient, json_object
+from dialwatch.api_client import AccountReader, Lenient, json_object
 from dialwatch.errors import BadResponse
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, QuotaPeriod
 
@@ -60,14 +60,10 @@ def error_text(body: bytes) -> str | None:
     return f"{text} (request {request})" if request else text
 
 
-class HookBridgeProvider:
+class HookBridgeProvider(AccountReader):
     """Reads one HookBridge project's usage."""
 
     provider = "hookbridge"
-
-    def __init__(self, account: str, client: ApiClient) -> None:
-        self.account = account
-        self._client = client
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
         """The period holding today (UTC); quota None if the API lists none yet."""

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, Field, StrictInt, field_validator
 
-from dialwatch.api_client import ApiClient, Lenient, Priced, json_object
+from dialwatch.api_client import AccountReader, Lenient, Priced, json_object
 from dialwatch.errors import RequestRejected
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
 from dialwatch.pages import NumberedPage, read_numbered
@@ -96,14 +96,10 @@ def error_text(body: bytes) -> str | None:
     return str(detail)[:200] if detail else None
 
 
-class MifumoProvider:
+class MifumoProvider(AccountReader):
     """Reads one Mifumo SMS account."""
 
     provider = "mifumo"
-
-    def __init__(self, account: str, client: ApiClient) -> None:
-        self.account = account
-        self._client = client
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
         return await self._client.get(
