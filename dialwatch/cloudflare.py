@@ -106,7 +106,7 @@ class CloudflareProvider(AccountReader):
     provider = "cloudflare"
 
     async def fetch_billing(self, now: datetime) -> BillingSnapshot:
-        """Cloudflare has no balance here: the history is all there is."""
+        """Cloudflare has no balance here, so no request: the history is all there is."""
         return BillingSnapshot(self.account, now, None)
 
     async def read_activity(

@@ -244,7 +244,6 @@ class ProviderSpec:
     base_url: str  # the documented one
     kinds: tuple[str, ...]  # the rule kinds it supports
     balance_unit: Literal["money", "credits"] | None = None
-    reads_snapshot: bool = True  # has a status endpoint read every check
 
     @property
     def has_money(self) -> bool:
@@ -267,9 +266,7 @@ PROVIDERS = {
         "https://mifumosms.mifumolabs.com", ("balance_below", *_SPEND_KINDS), "credits"
     ),
     "hookbridge": ProviderSpec("https://api.hookbridge.io", ("quota_above",)),
-    "cloudflare": ProviderSpec(
-        "https://api.cloudflare.com/client/v4", _SPEND_KINDS, reads_snapshot=False
-    ),
+    "cloudflare": ProviderSpec("https://api.cloudflare.com/client/v4", _SPEND_KINDS),
 }
 ProviderName = Literal["dial", "mifumo", "hookbridge", "cloudflare"]
 # Without an `accounts` section: the one Dial account, read with DIALWATCH_API_KEY.

@@ -241,8 +241,7 @@ async def _cycle(watcher: Watcher) -> CycleReport:
     snapshot: BillingSnapshot | None = None
     error: ProviderError | None = None
     try:
-        if PROVIDERS[watcher.provider].reads_snapshot:
-            snapshot = await watcher.source.fetch_billing(now)
+        snapshot = await watcher.source.fetch_billing(now)
     except AuthError as exc:
         error = exc
         bound.error("check.auth_failed", error=str(exc), hint="API key wrong or revoked?")
