@@ -113,9 +113,9 @@ async def _bare(base_url: str) -> tuple[int, Measured]:
 
 
 async def _dialwatch(base_url: str) -> tuple[int, Measured]:
-    from dialwatch.config import parse_rules
+    from dialwatch.pipeline.cycle import run_cycle
+    from dialwatch.rules.loading import parse_rules
     from dialwatch.runner import open_fleet
-    from dialwatch.service import run_cycle
     from dialwatch.settings import Settings
     from dialwatch.store import LedgerCheckpoint
 
@@ -130,7 +130,7 @@ async def _dialwatch(base_url: str) -> tuple[int, Measured]:
             watcher = fleet.watchers["dial"]
             # A watcher that last read the ledger a day ago: all N items are a backlog.
             start = NOW - timedelta(days=1)
-            watcher.store.commit_check(
+            await watcher.store.commit_check(
                 "dial", start, {}, [], start, ledger=LedgerCheckpoint(start, start, ())
             )
             with Measured() as measured:

@@ -14,19 +14,21 @@ from pathlib import Path
 
 import structlog
 
-from dialwatch import __version__, endpoints
+from dialwatch import __version__
 from dialwatch.clock import SystemClock
-from dialwatch.config import RulesFile, load_rules
+from dialwatch.delivery.messages import Message
+from dialwatch.delivery.notifier import AppriseNotifier
+from dialwatch.delivery.outbox import deliver_due
 from dialwatch.errors import ConfigError, DialwatchError
 from dialwatch.logs import REDACTOR, configure_logging
-from dialwatch.messages import Message
-from dialwatch.notify import AppriseNotifier
-from dialwatch.outbox import deliver_due
+from dialwatch.pipeline.cycle import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport
+from dialwatch.rules.loading import load_rules
+from dialwatch.rules.schema import RulesFile
 from dialwatch.runner import open_fleet, reload_rules, run_service
-from dialwatch.service import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport
 from dialwatch.settings import Settings, load_settings
-from dialwatch.store import Store
+from dialwatch.store import open_store
 from dialwatch.units import parse_duration
+from dialwatch.web import endpoints
 
 EXIT_OK, EXIT_FIRING, EXIT_ERROR = 0, 1, 2
 
@@ -110,10 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(args.file or settings.rules)
         if args.command in ("silences", "unsilence"):
-            return _silences(settings, args.id if args.command == "unsilence" else None)
+            return asyncio.run(
+                _silences(settings, args.id if args.command == "unsilence" else None)
+            )
         rules = load_rules(settings.rules)
         if args.command == "silence":
-            return _silence(settings, rules, args.rule, args.account, args.duration, args.reason)
+            return asyncio.run(
+                _silence(settings, rules, args.rule, args.account, args.duration, args.reason)
+            )
         if args.command == "run":
             return asyncio.run(_run(settings, rules))
         if args.command == "check":
@@ -143,7 +149,7 @@ def _healthcheck(settings: Settings) -> int:
         return EXIT_FIRING
 
 
-def _silence(
+async def _silence(
     settings: Settings,
     rules: RulesFile,
     rule: str,
@@ -165,11 +171,11 @@ def _silence(
         print(f"--for: {exc}", file=sys.stderr)
         return EXIT_ERROR
     now = SystemClock().now()
-    store = Store(settings.state)
+    store = await open_store(settings.state)
     try:
-        silence_id = store.add_silence(rule, account, now + length, reason, now)
+        silence_id = await store.add_silence(rule, account, now + length, reason, now)
     finally:
-        store.close()
+        await store.close()
     print(
         f"silence {silence_id}: {rule} on {account or 'every account'} until "
         f"{now + length:%Y-%m-%d %H:%M UTC} ({reason})"
@@ -177,20 +183,20 @@ def _silence(
     return EXIT_OK
 
 
-def _silences(settings: Settings, end: int | None) -> int:
+async def _silences(settings: Settings, end: int | None) -> int:
     """List the silences in force, or end silence `end`."""
     now = SystemClock().now()
-    store = Store(settings.state)
+    store = await open_store(settings.state)
     try:
         if end is not None:
-            if not store.end_silence(end, now):
+            if not await store.end_silence(end, now):
                 print(f"no silence {end} in force (see `dialwatch silences`)", file=sys.stderr)
                 return EXIT_ERROR
             print(f"silence {end} ended")
             return EXIT_OK
-        silences = store.silences(now)
+        silences = await store.silences(now)
     finally:
-        store.close()
+        await store.close()
     if not silences:
         print("no silences in force")
     for silence in silences:
@@ -225,7 +231,8 @@ async def _run(settings: Settings, rules: RulesFile) -> int:
         runner = None
         if settings.listen_address is not None:
             host, port = settings.listen_address
-            runner = await endpoints.start(endpoints.make_app(fleet.all), host, port)
+            app = endpoints.make_app(fleet.all, fleet.metrics)
+            runner = await endpoints.start(app, host, port)
             log.info("endpoints.listening", host=host, port=port)
         try:
             await run_service(fleet, stop)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import apprise.decorators
 
-from dialwatch.config import parse_rules
+from dialwatch.rules.loading import parse_rules
 from dialwatch.runner import open_fleet, run_service
 from dialwatch.settings import Settings
 from dialwatch.simulators.dial import DialAccount, DialSimulator

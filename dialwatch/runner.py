@@ -15,18 +15,19 @@ import aiohttp
 import structlog
 
 from dialwatch import __version__
-from dialwatch.api_client import Sleep
 from dialwatch.clock import Clock, SystemClock
-from dialwatch.config import DEFAULT_ACCOUNT, Account, RulesFile, load_rules
+from dialwatch.delivery.notifier import AppriseNotifier, Notifier
+from dialwatch.delivery.outbox import deliver_due
 from dialwatch.errors import ConfigError
 from dialwatch.logs import REDACTOR
-from dialwatch.metrics import Metrics
-from dialwatch.notify import AppriseNotifier, Notifier
-from dialwatch.outbox import deliver_due
-from dialwatch.providers import open_provider
-from dialwatch.service import CycleReport, Watcher, run_checks, run_cycle
+from dialwatch.pipeline.cycle import CycleReport, Watcher, run_checks, run_cycle
+from dialwatch.providers import DEFAULT_PROVIDER, open_provider
+from dialwatch.providers.http import Sleep
+from dialwatch.rules.loading import load_rules
+from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, RulesFile
 from dialwatch.settings import Settings
-from dialwatch.store import Store
+from dialwatch.store import Store, open_store
+from dialwatch.web.metrics import Metrics
 
 log = structlog.get_logger("dialwatch.runner")
 
@@ -89,7 +90,7 @@ def accounts_of(rules: RulesFile, settings: Settings) -> tuple[Account, ...]:
     return (
         Account(
             name=DEFAULT_ACCOUNT,
-            provider="dial",
+            provider=DEFAULT_PROVIDER,
             api_key=settings.api_key,
             base_url=settings.base_url,
         ),
@@ -124,14 +125,14 @@ async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
     """Check each account on its own schedule until `stop` is set; deliver the outbox
     alongside. A slow or failing account never delays another."""
     # A restart is often the fix for a broken channel: try what is pending at once.
-    fleet.store.retry_now(fleet.clock.now())
+    await fleet.store.retry_now(fleet.clock.now())
     log.info(
         "service.started",
         version=__version__,
         accounts={name: w.provider for name, w in fleet.watchers.items()},
         rules=[r.name for r in fleet.rules.rules],
         channels=list(fleet.rules.channels),
-        pending_notifications=fleet.store.pending_count(),
+        pending_notifications=await fleet.store.pending_count(),
     )
     delivery = asyncio.create_task(_delivery_loop(fleet, stop))
     loops: dict[str, tuple[Watcher, asyncio.Event, asyncio.Task[None]]] = {}
@@ -154,7 +155,7 @@ async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
         halt.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     await _until_done_or_stopped(delivery, stop)
-    log.info("service.stopped", pending_notifications=fleet.store.pending_count())
+    log.info("service.stopped", pending_notifications=await fleet.store.pending_count())
 
 
 async def _account_loop(watcher: Watcher, halt: asyncio.Event) -> None:
@@ -204,7 +205,7 @@ async def _delivery_loop(fleet: Fleet, stop: asyncio.Event) -> None:
             fleet.metrics.observe_delivery(delivery)
         except Exception:  # one bad send must not end delivery for good
             log.exception("notify.loop_error")
-        next_at = fleet.store.next_attempt_at()
+        next_at = await fleet.store.next_attempt_at()
         wait = 30.0
         if next_at is not None:
             wait = min(wait, max(0.2, (next_at - fleet.clock.now()).total_seconds()))
@@ -226,7 +227,7 @@ async def open_fleet(
     """Build the service from settings: HTTP session, a provider per account, the state
     store and apprise. `interval` overrides every account's (the demo's quick pace)."""
     accounts_of(rules, settings)  # fails before anything is opened
-    store = Store(settings.state)
+    store = await open_store(settings.state)
     metrics = Metrics()
     wake = asyncio.Event()
     try:
@@ -264,4 +265,4 @@ async def open_fleet(
             fleet.apply(rules)
             yield fleet
     finally:
-        store.close()
+        await store.close()

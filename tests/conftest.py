@@ -14,21 +14,21 @@ import aiohttp
 import pytest
 from aiohttp import ClientResponse
 
-from dialwatch.api_client import ApiClient
-from dialwatch.config import load_rules
-from dialwatch.dial import DialProvider
+from dialwatch.delivery.notifier import AppriseNotifier
+from dialwatch.delivery.outbox import deliver_due
 from dialwatch.logs import configure_logging
-from dialwatch.metrics import Metrics
-from dialwatch.notify import AppriseNotifier
-from dialwatch.outbox import deliver_due
+from dialwatch.pipeline.cycle import CycleReport, Watcher
+from dialwatch.providers.dial import DialProvider
+from dialwatch.providers.http import ApiClient
+from dialwatch.rules.loading import load_rules
 from dialwatch.runner import Fleet, open_fleet
-from dialwatch.service import CycleReport, Watcher
 from dialwatch.settings import Settings
 from dialwatch.simulators.cloudflare import CloudflareAccount, CloudflareSimulator
 from dialwatch.simulators.dial import DialAccount, DialSimulator
 from dialwatch.simulators.hookbridge import HookBridgeAccount, HookBridgeSimulator
 from dialwatch.simulators.mifumo import MifumoAccount, MifumoSimulator
-from dialwatch.store import Store
+from dialwatch.store import open_store
+from dialwatch.web.metrics import Metrics
 from tests.servers import SmtpServer, WebhookReceiver
 
 API_KEY = "sk_live_TESTKEY0123456789abcdefSECRET"
@@ -150,6 +150,7 @@ class Harness:
     sleep: RecordingSleep
     dial: DialSimulator
     rules_path: Path
+    metrics: Metrics
 
 
 MakeHarness = Callable[[str], Awaitable[Harness]]
@@ -169,8 +170,8 @@ async def make_harness(
         rules = load_rules(rules_path)
         clock = FakeClock()
         sleep = RecordingSleep()
-        store = Store(tmp_path / "state.db")
-        stack.callback(store.close)
+        store = await open_store(tmp_path / "state.db")
+        stack.push_async_callback(store.close)
         metrics = Metrics()
         client = ApiClient(
             session,
@@ -187,7 +188,7 @@ async def make_harness(
             notifier=AppriseNotifier(rules.channels, timeout=10, min_interval=0),
             clock=clock,
         )
-        return Harness(watcher, clock, sleep, dial, rules_path)
+        return Harness(watcher, clock, sleep, dial, rules_path, metrics)
 
     async with stack:
         yield make

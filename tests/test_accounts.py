@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from dialwatch.cli import main
-from dialwatch.config import load_rules
+from dialwatch.rules.loading import load_rules
 from dialwatch.runner import run_service
 from dialwatch.simulators.cloudflare import CloudflareSimulator
 from dialwatch.simulators.dial import DialAccount, DialSimulator
 from dialwatch.simulators.hookbridge import HookBridgeSimulator
 from dialwatch.simulators.mifumo import MifumoSimulator
-from dialwatch.status_page import render_status_page
+from dialwatch.web.status_page import render_status_page
 from tests.conftest import API_KEY, START, MakeFleet
 from tests.servers import WebhookReceiver
 from tests.test_cli import wait_until
@@ -119,7 +119,7 @@ async def test_mixed_accounts_alert_through_one_service(
         "cf": sorted(["daily-spend", *watcher_alerts]),  # `charges` is an event: none new
     }
 
-    page = render_status_page(h.fleet.all(), h.clock.now())
+    page = await render_status_page(h.fleet.all(), h.clock.now())
     for name in ("dial-prod", "dial-eu", "sms", "hooks", "cf"):
         assert f'<section id="account-{name}">' in page
     assert '<span class="big" id="balance-sms">120 credits</span>' in page
@@ -141,8 +141,8 @@ async def test_dry_run_over_many_accounts_keeps_nothing(
 
     assert sum(len(r.notifications) for r in reports) == 4
     assert webhook.received == []
-    assert all(h.fleet.store.alert_states(name) == {} for name in h.fleet.watchers)
-    assert h.fleet.store.pending_count() == 0
+    assert all([await h.fleet.store.alert_states(name) == {} for name in h.fleet.watchers])
+    assert await h.fleet.store.pending_count() == 0
 
 
 @pytest.mark.usefixtures("trouble")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dialwatch.alerts import AlertState, Decision, Status, Timing, step
+from dialwatch.alerting.lifecycle import AlertState, Decision, Status, Timing, step
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MIN = timedelta(minutes=1)

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from dialwatch.api_client import ApiClient, RetryPolicy, parse_retry_after
 from dialwatch.errors import RateLimited, RequestRejected, TransportError
+from dialwatch.providers.http import ApiClient, RetryPolicy, parse_retry_after
 from tests.conftest import RecordingSleep
 
 URL = "https://api.example.test"

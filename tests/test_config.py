@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dialwatch.config import BalanceBelow, SpendAbove, load_rules
+from dialwatch.alerting.routing import targets_for
 from dialwatch.errors import ConfigError
+from dialwatch.rules.loading import load_rules
+from dialwatch.rules.schema import BalanceBelow, SpendAbove
 from dialwatch.units import Money
 
 CASES = Path(__file__).parent / "config_cases"
@@ -286,10 +288,10 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
     assert monthly.amount == Money(25000, "USD")
     empty = rules.rules[1]
     assert empty.notify == ()  # none of its own: routed (critical goes to oncall and pager)
-    route = rules.targets_for(empty.name, empty.kind, empty.severity, "dial", "dial", empty)
+    route = targets_for(rules, empty.name, empty.kind, empty.severity, "dial", "dial", empty)
     assert [t.channel for t in route] == ["oncall", "pager"]
     runway = rules.rules[-1]
-    fallback = rules.targets_for(runway.name, runway.kind, "warning", "dial", "dial", runway)
+    fallback = targets_for(rules, runway.name, runway.kind, "warning", "dial", "dial", runway)
     assert [t.channel for t in fallback] == ["oncall"]  # no route matches: defaults.notify
     assert empty.repeat_every == timedelta(hours=4)
     assert rules.rules[6].severity == "critical"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dialwatch.config import Digest
-from dialwatch.digest import due_at
+from dialwatch.delivery.digest import due_at
+from dialwatch.rules.schema import Digest
 from tests.conftest import Harness, MakeHarness
 from tests.ledger_items import at, usage
 from tests.servers import WebhookReceiver

@@ -8,10 +8,10 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
-from dialwatch import endpoints
-from dialwatch.outbox import deliver_due
-from dialwatch.service import run_cycle
+from dialwatch.delivery.outbox import deliver_due
+from dialwatch.pipeline.cycle import run_cycle
 from dialwatch.simulators import Fault
+from dialwatch.web import endpoints
 from tests.conftest import API_KEY, Harness, MakeHarness
 from tests.ledger_items import at, usage
 from tests.servers import WebhookReceiver
@@ -20,7 +20,9 @@ from tests.test_ledger import RULES as LEDGER_RULES
 
 @pytest.fixture
 async def base_url(harness: Harness) -> AsyncIterator[str]:
-    runner = await endpoints.start(endpoints.make_app(lambda: [harness.watcher]), "127.0.0.1", 0)
+    runner = await endpoints.start(
+        endpoints.make_app(lambda: [harness.watcher], harness.metrics), "127.0.0.1", 0
+    )
     yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     await runner.cleanup()
 
@@ -117,7 +119,9 @@ async def test_status_page_charts_spend_per_day(make_harness: MakeHarness) -> No
     h.dial.account.balance_cents = 1_000_000
     h.dial.ledger.extend([usage(at(-60 * 20), 1234, call="a"), usage(at(-5), 766, call="b")])
     await cycle(h)
-    runner = await endpoints.start(endpoints.make_app(lambda: [h.watcher]), "127.0.0.1", 0)
+    runner = await endpoints.start(
+        endpoints.make_app(lambda: [h.watcher], h.metrics), "127.0.0.1", 0
+    )
     try:
         status, html = await get(f"http://127.0.0.1:{runner.addresses[0][1]}/")
     finally:
@@ -131,8 +135,8 @@ async def test_status_page_lists_silences_in_force(harness: Harness, base_url: s
     """A silence shows with its rule, scope, end and reason; an expired one does not."""
     now = harness.clock.now()
     store = harness.watcher.store
-    store.add_silence("wallet-low", "dial", now + timedelta(hours=2), "top-up <Monday>", now)
-    store.add_silence(
+    await store.add_silence("wallet-low", "dial", now + timedelta(hours=2), "top-up <Monday>", now)
+    await store.add_silence(
         "cancelling", None, now - timedelta(minutes=1), "old", now - timedelta(hours=1)
     )
     _, html = await get(f"{base_url}/")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from dialwatch.alerts import Decision
-from dialwatch.outbox import deliver_due
-from dialwatch.service import CycleReport, run_checks, run_cycle
+from dialwatch.alerting.lifecycle import Decision
+from dialwatch.delivery.outbox import deliver_due
+from dialwatch.pipeline.cycle import CycleReport, run_checks, run_cycle
 from dialwatch.simulators import Fault
 from tests.conftest import START, Harness, MakeHarness
 from tests.ledger_items import at, credit, payment, usage
@@ -69,7 +69,7 @@ async def test_tie_group_straddling_a_page_boundary_is_counted_exactly(h: Harnes
     report = await check(h)
 
     assert finding(report, "daily-spend") == "spend $113.50 in the last 24h is above $100.00"
-    assert h.watcher.store.spend("dial", START - timedelta(hours=24), "USD").count == 160
+    assert (await h.watcher.store.spend("dial", START - timedelta(hours=24), "USD")).count == 160
 
 
 async def test_tie_group_larger_than_a_page_is_read_whole(
@@ -306,7 +306,7 @@ async def test_restart_mid_backlog_neither_skips_nor_double_counts(
     failed = await check(h)
     assert failed.ledger_error is not None
     assert webhook.received == []
-    stored = h.watcher.store.spend("dial", START, "USD").count
+    stored = (await h.watcher.store.spend("dial", START, "USD")).count
     assert 0 < stored < 2500  # the backlog was part-way in
 
     restarted = await make_harness(RULES)
@@ -358,8 +358,8 @@ async def test_dry_run_reads_the_ledger_but_keeps_nothing(
     h.dial.ledger.extend([usage(at(-i), 6000, call=f"d{i}") for i in range(1, 3)])
     (dry,) = await run_checks([h.watcher], dry_run=True)
     assert [ch for ch, _ in dry.notifications] == ["oncall"]
-    assert h.watcher.store.ledger_cursor("dial") is None
-    assert h.watcher.store.spend("dial", START - timedelta(days=1), "USD").count == 0
+    assert await h.watcher.store.ledger_cursor("dial") is None
+    assert (await h.watcher.store.spend("dial", START - timedelta(days=1), "USD")).count == 0
 
     await check(h)
     assert webhook.titles == [
@@ -371,7 +371,9 @@ async def test_silenced_item_rule_lets_its_events_go(h: Harness, webhook: Webhoo
     """Expensive calls during a silence are not announced, then or later."""
     await start_empty(h)
     now = h.clock.now()
-    h.watcher.store.add_silence("expensive-call", None, now + timedelta(hours=1), "load test", now)
+    await h.watcher.store.add_silence(
+        "expensive-call", None, now + timedelta(hours=1), "load test", now
+    )
     h.dial.ledger.add(usage(at(121), 900, call="during"))
     await check(h)
     h.clock.advance(hours=2)

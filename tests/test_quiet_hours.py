@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from dialwatch.quiet_hours import TimeInterval, quiet_until
-from dialwatch.service import run_cycle
+from dialwatch.alerting.quiet_hours import quiet_until
+from dialwatch.alerting.routing import targets_for
+from dialwatch.pipeline.cycle import run_cycle
+from dialwatch.rules.time_intervals import TimeInterval
 from tests.conftest import RULES, MakeHarness
 from tests.servers import WebhookReceiver
 from tests.test_service import check_and_deliver
@@ -112,7 +114,7 @@ async def test_critical_breaks_through_quiet_hours(night: Any, webhook: WebhookR
 
 def test_route_quiet_hours_apply_to_the_channels_it_chose(tmp_path: Any) -> None:
     """A route's mute_during holds back its own channels only, and never critical alerts."""
-    from dialwatch.config import load_rules
+    from dialwatch.rules.loading import load_rules
 
     path = tmp_path / "rules.yaml"
     path.write_text(
@@ -122,8 +124,10 @@ def test_route_quiet_hours_apply_to_the_channels_it_chose(tmp_path: Any) -> None
         "rules:\n  - {name: low, kind: balance_below, threshold: '$5'}\n"
     )
     rules = load_rules(path, env={})
-    warning = rules.targets_for("low", "balance_below", "warning", "dial", "dial", rules.rules[0])
-    critical = rules.targets_for("low", "balance_below", "critical", "dial", "dial", rules.rules[0])
+    warning = targets_for(rules, "low", "balance_below", "warning", "dial", "dial", rules.rules[0])
+    critical = targets_for(
+        rules, "low", "balance_below", "critical", "dial", "dial", rules.rules[0]
+    )
     assert [(t.channel, len(t.quiet)) for t in warning] == [("a", 1), ("b", 0)]
     assert [(t.channel, len(t.quiet)) for t in critical] == [("a", 0), ("b", 0)]
 

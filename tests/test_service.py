@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from dialwatch.alerts import Decision, Status
+from dialwatch.alerting.lifecycle import Decision, Status
+from dialwatch.delivery.outbox import deliver_due
 from dialwatch.errors import ConfigError
-from dialwatch.outbox import deliver_due
-from dialwatch.service import AUTH_ALERT, run_checks, run_cycle
+from dialwatch.pipeline.cycle import AUTH_ALERT, run_checks, run_cycle
 from dialwatch.simulators import Fault
-from dialwatch.store import Store
+from dialwatch.store import open_store
 from tests.conftest import API_KEY, RULES, Harness, MakeHarness
 from tests.servers import SmtpServer, WebhookReceiver
 
@@ -128,7 +128,7 @@ async def test_for_holds_an_alert_pending_before_it_fires(
         "    severity: warning\n", "    severity: warning\n    for: 10m\n", 1
     )
     harness.rules_path.write_text(text)
-    from dialwatch.config import load_rules
+    from dialwatch.rules.loading import load_rules
 
     harness.watcher.rules = load_rules(harness.rules_path)
     harness.dial.account.balance_cents = 4000
@@ -179,7 +179,7 @@ async def test_broken_responses_fail_the_check_without_a_crash_or_a_zero_balance
     failed = [line for line in log_lines() if line["event"] == "check.failed"]
     assert expected_log in failed[0]["error"]
     assert len(webhook.received) == 1  # no resolved, no "$0" alert
-    assert harness.watcher.store.alert_states("dial")["wallet-low"].status is Status.FIRING
+    assert (await harness.watcher.store.alert_states("dial"))["wallet-low"].status is Status.FIRING
 
     harness.dial.account.balance_cents = 14000
     harness.clock.advance(minutes=1)
@@ -240,7 +240,7 @@ async def test_smtp_down_then_back_delivers_once_without_resending_webhook(
     assert len(webhook.received) == 1
     failures = [line for line in log_lines() if line["event"] == "notify.failed"]
     assert failures[0]["channel"] == "finance"
-    assert harness.watcher.store.pending_count() == 1
+    assert await harness.watcher.store.pending_count() == 1
 
     harness.clock.advance(seconds=10)  # before the 30 s backoff: not retried
     await deliver_due(harness.watcher.store, harness.watcher.notifier, harness.clock.now())
@@ -273,7 +273,7 @@ async def test_undeliverable_notification_expires_and_says_so(
     expired = [line for line in log_lines() if line["event"] == "notify.expired"]
     assert [line["channel"] for line in expired] == ["finance"]
     assert expired[0]["title"].startswith("[WARNING] dial / wallet-low")
-    assert harness.watcher.store.pending_count() == 0
+    assert await harness.watcher.store.pending_count() == 0
 
 
 async def test_dry_run_plans_notifications_and_writes_nothing(
@@ -283,8 +283,8 @@ async def test_dry_run_plans_notifications_and_writes_nothing(
     harness.dial.account.balance_cents = 4000
     (report,) = await run_checks([harness.watcher], dry_run=True)
     assert [ch for ch, _ in report.notifications] == ["oncall", "finance"]
-    assert harness.watcher.store.pending_count() == 0
-    assert harness.watcher.store.alert_states("dial") == {}
+    assert await harness.watcher.store.pending_count() == 0
+    assert await harness.watcher.store.alert_states("dial") == {}
 
     await check_and_deliver(harness)
     assert len(webhook.received) == 1
@@ -405,13 +405,13 @@ async def test_checks_failing_longer_than_unhealthy_after_alert_then_resolve(
     assert webhook.titles[-1] == "[RESOLVED] dial / dialwatch-unhealthy: checks succeed again"
 
 
-def test_state_file_from_a_newer_dialwatch_is_refused(tmp_path: Path) -> None:
+async def test_state_file_from_a_newer_dialwatch_is_refused(tmp_path: Path) -> None:
     """An older dialwatch will not misread a newer state file; it says what to do."""
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA user_version=99")
     with pytest.raises(ConfigError, match="state file is from a newer dialwatch"):
-        Store(path)
+        await open_store(path)
 
 
 async def test_max_repeats_stops_reminders_and_says_so_in_the_last(
@@ -440,9 +440,9 @@ async def test_silenced_alert_fires_quietly_and_is_announced_when_the_silence_en
 ) -> None:
     """A 2h silence on wallet-low: nothing sent while it holds, one alert after it ends."""
     store = harness.watcher.store
-    store.add_silence("wallet-*", None, harness.clock.now() + timedelta(hours=2), "top-up Monday",
+    await store.add_silence("wallet-*", None, harness.clock.now() + timedelta(hours=2), "top-up Monday",
                       harness.clock.now())  # fmt: skip
-    store.add_silence("cancelling", "another-account", harness.clock.now() + timedelta(hours=9),
+    await store.add_silence("cancelling", "another-account", harness.clock.now() + timedelta(hours=9),
                       "not this account", harness.clock.now())  # fmt: skip
     harness.dial.account.balance_cents = 900
     assert harness.dial.account.subscription is not None
@@ -466,7 +466,9 @@ async def test_alert_that_resolves_during_its_silence_is_never_announced(
 ) -> None:
     """Fired and cleared under a silence: neither the alert nor its resolution is sent."""
     now = harness.clock.now()
-    harness.watcher.store.add_silence("wallet-low", "dial", now + timedelta(hours=1), "known", now)
+    await harness.watcher.store.add_silence(
+        "wallet-low", "dial", now + timedelta(hours=1), "known", now
+    )
     harness.dial.account.balance_cents = 4000
     await check_and_deliver(harness)
     harness.dial.account.balance_cents = 9000
@@ -549,7 +551,7 @@ async def test_group_wait_gathers_alerts_of_later_checks_into_the_waiting_messag
     assert webhook.titles == ["[WARNING] dial: 2 notifications (wallet-low, cancelling)"]
 
 
-def test_state_file_of_schema_1_is_migrated(tmp_path: Path) -> None:
+async def test_state_file_of_schema_1_is_migrated(tmp_path: Path) -> None:
     """An outbox from before grouping gains its parts column; its rows stay deliverable."""
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as db:
@@ -566,10 +568,10 @@ def test_state_file_of_schema_1_is_migrated(tmp_path: Path) -> None:
             "'2026-11-21T12:00:00.000000Z', '2026-11-22T12:00:00.000000Z', '2026-11-21T12:00:00.000000Z')"
         )
         db.execute("PRAGMA user_version=1")
-    store = Store(path)
-    due = store.due(datetime(2026, 11, 21, 13, tzinfo=UTC))
+    store = await open_store(path)
+    due = await store.due(datetime(2026, 11, 21, 13, tzinfo=UTC))
     assert [(row.channel, row.message.title) for row in due] == [("oncall", "T")]
-    store.close()
+    await store.close()
 
 
 ROUTED = """
@@ -621,10 +623,10 @@ async def test_delivered_notifications_are_forgotten_after_a_week(
     harness.dial.account.balance_cents = 9000
     harness.clock.advance(days=6)
     await check_and_deliver(harness)  # resolved: two notifications on each of two channels
-    assert len(harness.watcher.store.recent_notifications(10)) == 4
+    assert len(await harness.watcher.store.recent_notifications(10)) == 4
 
     harness.clock.advance(days=1, seconds=1)
     await check_and_deliver(harness)
-    titles = [row.message.title for row in harness.watcher.store.recent_notifications(10)]
+    titles = [row.message.title for row in await harness.watcher.store.recent_notifications(10)]
     # The alert's rows (7 days old) are gone; the resolutions (1 day old) stay.
     assert titles == [webhook.titles[1]] * 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dialwatch import endpoints
+from dialwatch.web import endpoints
 from tests.conftest import Harness, MakeHarness
 from tests.ledger_items import at, usage
 from tests.test_endpoints import cycle
@@ -35,7 +35,9 @@ async def test_status_page_renders_chart_and_numbers_in_chromium(
         h.dial.ledger.add(usage(at(-5, base=h.clock.now()), 2500 * (step + 1), call=f"s{step}"))
         await cycle(h)
         h.clock.advance(hours=48)
-    runner = await endpoints.start(endpoints.make_app(lambda: [h.watcher]), "127.0.0.1", 0)
+    runner = await endpoints.start(
+        endpoints.make_app(lambda: [h.watcher], h.metrics), "127.0.0.1", 0
+    )
     try:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dialwatch.config import load_rules
+from dialwatch.delivery.messages import Message
+from dialwatch.delivery.notifier import AppriseNotifier, trim
 from dialwatch.errors import ConfigError
-from dialwatch.messages import Message
-from dialwatch.notify import AppriseNotifier, trim
+from dialwatch.rules.loading import load_rules
 from tests.conftest import MakeHarness
 from tests.servers import SmtpServer, WebhookReceiver
 from tests.test_service import check_and_deliver

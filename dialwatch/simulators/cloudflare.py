@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dialwatch.cloudflare import HISTORY_PATH
+from dialwatch.providers.cloudflare import HISTORY_PATH
 from dialwatch.simulators import RateLimit, SimulatedApi, int_param
 
 

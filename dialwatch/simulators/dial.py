@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dialwatch.dial import ACTIVITY_PATH, BILLING_PATH
+from dialwatch.providers.dial import ACTIVITY_PATH, BILLING_PATH
 from dialwatch.simulators import SimulatedApi
 
 FILTERS = {"all": None, "usage": {"usage"}, "payment-credits": {"credit", "payment"}}

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dialwatch.hookbridge import USAGE_PATH
+from dialwatch.providers.hookbridge import USAGE_PATH
 from dialwatch.simulators import RateLimit, SimulatedApi, int_param
 
 _REQUEST_IDS = itertools.count(1)

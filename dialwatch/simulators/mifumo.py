@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dialwatch.mifumo import BALANCE_PATH, HISTORY_PATH
+from dialwatch.providers.mifumo import BALANCE_PATH, HISTORY_PATH
 from dialwatch.simulators import SimulatedApi, int_param
 
 TYPES = ("purchase", "payment", "usage")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from dialwatch.config import Digest
-from dialwatch.messages import Message
+from dialwatch.delivery.messages import Message
+from dialwatch.rules.schema import Digest
 from dialwatch.units import Money, format_duration
 
 

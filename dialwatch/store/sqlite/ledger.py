@@ -4,27 +4,18 @@ new items each item rule matched until their message is queued."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
-from dialwatch.config import Match
 from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
-from dialwatch.store.db import Database
+from dialwatch.rules.schema import Match
+from dialwatch.store.protocol import LedgerCheckpoint
+from dialwatch.store.sqlite.schema import Database
 from dialwatch.units import Money
 
 TOP = 3  # contributors listed in a spend message
 _LEDGER_COLUMNS = ", ".join(("account", *LedgerItem._fields))
-
-
-@dataclass(frozen=True)
-class LedgerCheckpoint:
-    """What a check read of the ledger, committed with its alerts."""
-
-    newest: datetime
-    keep_since: datetime  # items older than this are no longer needed by any rule
-    delivered_rules: tuple[str, ...]  # item rules whose matches became messages
 
 
 def _spend_filter(
@@ -78,28 +69,26 @@ class LedgerTables(Database):
             (account, time_key(ledger.keep_since)),
         )
 
-    def ledger_cursor(self, account: str) -> datetime | None:
-        """The newest instant a committed check has read the ledger up to."""
-        row = self._db.execute(
-            "SELECT newest FROM ledger_cursor WHERE account = ?", (account,)
-        ).fetchone()
+    async def ledger_cursor(self, account: str) -> datetime | None:
+        row = await self._one("SELECT newest FROM ledger_cursor WHERE account = ?", (account,))
         return from_iso(row[0]) if row else None
 
-    def add_ledger_items(
-        self,
-        account: str,
-        items: list[LedgerItem],
-        match: Callable[[LedgerItem], Iterable[str]] | None,
+    async def add_ledger_items(
+        self, account: str, items: list[LedgerItem], matches: Mapping[str, Sequence[str]] | None
     ) -> int:
-        """Store items not seen before, and the item rules each new one matches.
-
-        Returns how many were new. `match` is None while backfilling history.
-        These rows need no fsync of their own: until the check commits its cursor
-        (with a full sync), a crash only means they are read again.
-        """
         if not items:
             return 0
-        db = self._db
+        return await self._run(lambda db: self._add_items(db, account, items, matches))
+
+    def _add_items(
+        self,
+        db: sqlite3.Connection,
+        account: str,
+        items: list[LedgerItem],
+        matches: Mapping[str, Sequence[str]] | None,
+    ) -> int:
+        # These rows need no fsync of their own: until the check commits its cursor
+        # (with a full sync), a crash only means they are read again.
         keys = [item.key for item in items]
         seen = {
             key
@@ -113,7 +102,7 @@ class LedgerTables(Database):
         if relax:
             db.execute("PRAGMA synchronous=NORMAL")
         try:
-            with self._transaction():
+            with self._transaction(db):
                 db.executemany(
                     f"INSERT INTO ledger ({_LEDGER_COLUMNS}) "
                     f"VALUES ({', '.join('?' * (len(LedgerItem._fields) + 1))})",
@@ -138,10 +127,14 @@ class LedgerTables(Database):
                         for item in new
                     ],
                 )
-                if match is not None:
+                if matches:
                     db.executemany(
                         "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
-                        [(account, rule, item.key) for item in new for rule in match(item)],
+                        [
+                            (account, rule, item.key)
+                            for item in new
+                            for rule in matches.get(item.key, ())
+                        ],
                     )
                 by_day: dict[str, int] = {}
                 for item in new:
@@ -158,7 +151,7 @@ class LedgerTables(Database):
                 db.execute("PRAGMA synchronous=FULL")
         return len(new)
 
-    def spend(
+    async def spend(
         self,
         account: str,
         since: datetime,
@@ -169,66 +162,69 @@ class LedgerTables(Database):
         """Spend in [since, until) among items that `match` selects, with the biggest
         contributors."""
         where, params = _spend_filter(account, since, currency, match, until)
-        total, count = self._db.execute(
-            f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
-        ).fetchone()
 
-        def top(column: str) -> tuple[tuple[str, Money], ...]:
-            rows = self._db.execute(
+        def top(db: sqlite3.Connection, column: str) -> tuple[tuple[str, Money], ...]:
+            rows = db.execute(
                 f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
                 f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
                 params,
             )
             return tuple((name, Money(cents, currency)) for name, cents in rows)
 
-        return SpendSummary(
-            since,
-            Money(total, currency),
-            count,
-            top("number"),
-            # Dial names a fare; the other providers describe the item.
-            top("COALESCE(fare, description)"),
-        )
+        def read(db: sqlite3.Connection) -> SpendSummary:
+            total, count = db.execute(
+                f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
+            ).fetchone()
+            return SpendSummary(
+                since,
+                Money(total, currency),
+                count,
+                top(db, "number"),
+                # Dial names a fare; the other providers describe the item.
+                top(db, "COALESCE(fare, description)"),
+            )
 
-    def spend_total(self, account: str, since: datetime, currency: str) -> Money:
+        return await self._run(read)
+
+    async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
         """Spend since `since`, without the contributors (one query, not three)."""
         where, params = _spend_filter(account, since, currency)
-        row = self._db.execute(
-            f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params
-        ).fetchone()
+        row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
+        assert row is not None
         return Money(row[0], currency)
 
-    def spend_currency(self, account: str) -> str:
-        """The currency of the account's latest spend item (USD before there is one)."""
-        row = self._db.execute(
+    async def spend_currency(self, account: str) -> str:
+        row = await self._one(
             f"SELECT currency FROM ledger WHERE account = ? AND type IN {SPEND_TYPES!r} "
             "ORDER BY key DESC LIMIT 1",
             (account,),
-        ).fetchone()
+        )
         return str(row[0]) if row else "USD"
 
-    def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
-        """New items that matched `rule` and are not notified yet: all counted, and the
-        first `limit` of them (oldest first) to show."""
-        count, total = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(l.cents), 0) FROM item_matches m "
-            "JOIN ledger l ON l.account = m.account AND l.key = m.key "
-            "WHERE m.account = ? AND m.rule = ?",
-            (account, rule),
-        ).fetchone()
-        rows = self._db.execute(
-            f"SELECT {', '.join('l.' + c for c in LedgerItem._fields)} FROM item_matches m "
-            "JOIN ledger l ON l.account = m.account AND l.key = m.key "
-            "WHERE m.account = ? AND m.rule = ? ORDER BY l.occurred_at, l.key LIMIT ?",
-            (account, rule, limit),
-        )
-        shown = [LedgerItem(r[0], r[1], from_micros(r[2]), *r[3:]) for r in rows]
-        currency = shown[0].currency if shown else "USD"
-        return ItemMatches(count, Money(total, currency), tuple(shown))
+    async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
+        return await self._run(lambda db: _item_matches(db, account, rule, limit))
 
-    def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
-        rows = self._db.execute(
+    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
+        rows = await self._all(
             "SELECT day, cents FROM spend_days WHERE account = ? AND day >= ? ORDER BY day",
             (account, since.strftime("%Y-%m-%d")),
         )
         return {day: Money(cents) for day, cents in rows}
+
+
+def _item_matches(db: sqlite3.Connection, account: str, rule: str, limit: int) -> ItemMatches:
+    count, total = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(l.cents), 0) FROM item_matches m "
+        "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+        "WHERE m.account = ? AND m.rule = ?",
+        (account, rule),
+    ).fetchone()
+    rows = db.execute(
+        f"SELECT {', '.join('l.' + c for c in LedgerItem._fields)} FROM item_matches m "
+        "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+        "WHERE m.account = ? AND m.rule = ? ORDER BY l.occurred_at, l.key LIMIT ?",
+        (account, rule, limit),
+    )
+    shown = [LedgerItem(r[0], r[1], from_micros(r[2]), *r[3:]) for r in rows]
+    currency = shown[0].currency if shown else "USD"
+    return ItemMatches(count, Money(total, currency), tuple(shown))

@@ -8,7 +8,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo
 
-from dialwatch.config import (
+from dialwatch.model import (
+    SPEND_TYPES,
+    BillingSnapshot,
+    LedgerItem,
+    PaymentMethod,
+    QuotaPeriod,
+    SpendSummary,
+)
+from dialwatch.rules.schema import (
     BalanceBelow,
     ItemRule,
     LedgerEvent,
@@ -23,14 +31,6 @@ from dialwatch.config import (
     SpendAbove,
     SubscriptionCancelling,
     UsageItem,
-)
-from dialwatch.model import (
-    SPEND_TYPES,
-    BillingSnapshot,
-    LedgerItem,
-    PaymentMethod,
-    QuotaPeriod,
-    SpendSummary,
 )
 from dialwatch.units import Money, format_duration
 

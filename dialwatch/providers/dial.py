@@ -18,7 +18,6 @@ from pydantic import (
     ValidationError,
 )
 
-from dialwatch.api_client import AccountReader, Lenient
 from dialwatch.errors import BadResponse
 from dialwatch.model import (
     ActivityStats,
@@ -29,6 +28,8 @@ from dialwatch.model import (
     Subscription,
     time_key,
 )
+from dialwatch.providers.base import SPEND_KINDS, ProviderPlugin
+from dialwatch.providers.http import AccountReader, Lenient
 from dialwatch.units import Money
 
 log = structlog.get_logger("dialwatch.dial")
@@ -278,3 +279,18 @@ class DialProvider(AccountReader):
             params["starting_after"] = starting_after
         stats.requests += 1
         return await self._client.get(ACTIVITY_PATH, parse_activity_page, params)
+
+
+PLUGIN = ProviderPlugin(
+    reader=DialProvider,
+    base_url="https://getdial.ai",
+    kinds=(
+        "balance_below",
+        "subscription_cancelling",
+        "numbers_at_risk",
+        "payment_method_expiring",
+        *SPEND_KINDS,
+        "runway_below",
+    ),
+    balance_unit="money",
+)

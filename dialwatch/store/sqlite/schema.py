@@ -1,14 +1,26 @@
-"""The SQLite file: its schema, migrations between versions, and transactions."""
+"""The SQLite file: its schema, migrations between versions, transactions, and the one
+thread that owns the connection.
+
+sqlite3 blocks, so every statement runs on that thread, never on the event loop; a
+whole transaction (a check's commit, a batch of ledger items) is one trip there, which
+is why this is not aiosqlite (a trip per statement).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any, Self, TypeVar
 
 from dialwatch.errors import ConfigError
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 4  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N: statements, each run if its table
@@ -137,53 +149,100 @@ CREATE TABLE IF NOT EXISTS item_matches (
 
 
 class Database:
-    """One connection to the state file, opened at the current schema."""
+    """One connection to the state file, opened at the current schema, used from one
+    thread of its own."""
 
     def __init__(self, path: Path | str) -> None:
+        self._path = path
         self._savepoints = itertools.count()
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"{path}: state file is from a newer dialwatch (schema {version}, this one "
-                f"reads {SCHEMA_VERSION}); upgrade dialwatch or point DIALWATCH_STATE elsewhere"
-            )
-        if version:
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                self._migrate(_MIGRATIONS[step])
-        self._db.executescript(_SCHEMA)
-        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialwatch-sqlite")
+        self._db: sqlite3.Connection | None = None
 
-    def close(self) -> None:
-        self._db.close()
-
-    def _migrate(self, steps: tuple[tuple[str, str], ...]) -> None:
-        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master")}
-        for table, statement in steps:
-            if table in tables:
-                self._db.execute(statement)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # A savepoint is a transaction of its own, or nests inside `rolled_back`.
-        name = f"sp{next(self._savepoints)}"
-        self._db.execute(f"SAVEPOINT {name}")
+    @classmethod
+    async def open(cls, path: Path | str) -> Self:
+        store = cls(path)
         try:
-            yield self._db
+            store._db = await asyncio.get_running_loop().run_in_executor(
+                store._thread, store._connect
+            )
         except BaseException:
-            self._db.execute(f"ROLLBACK TO {name}")
-            self._db.execute(f"RELEASE {name}")
+            store._thread.shutdown(wait=False)
             raise
-        self._db.execute(f"RELEASE {name}")
+        return store
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self._path), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self._path}: state file is from a newer dialwatch (schema {version}, this "
+                    f"one reads {SCHEMA_VERSION}); upgrade dialwatch or point DIALWATCH_STATE "
+                    "elsewhere"
+                )
+            if version:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    _migrate(db, _MIGRATIONS[step])
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(lambda db: db.close())
+            self._db = None
+        self._thread.shutdown(wait=True)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` with the connection, on its thread."""
+        db = self._db
+        if db is None:
+            raise RuntimeError("the state store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
+
+    async def _all(self, sql: str, params: Any = ()) -> list[Row]:
+        return await self._run(lambda db: db.execute(sql, params).fetchall())
+
+    async def _one(self, sql: str, params: Any = ()) -> Row | None:
+        row: Row | None = await self._run(lambda db: db.execute(sql, params).fetchone())
+        return row
+
+    async def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """One statement, committed (autocommit outside a transaction)."""
+        return await self._run(lambda db: db.execute(sql, params))
 
     @contextmanager
-    def rolled_back(self) -> Iterator[None]:
+    def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """On the connection's thread: a savepoint is a transaction of its own, or nests
+        inside `rolled_back`."""
+        name = f"sp{next(self._savepoints)}"
+        db.execute(f"SAVEPOINT {name}")
+        try:
+            yield db
+        except BaseException:
+            db.execute(f"ROLLBACK TO {name}")
+            db.execute(f"RELEASE {name}")
+            raise
+        db.execute(f"RELEASE {name}")
+
+    @asynccontextmanager
+    async def rolled_back(self) -> AsyncIterator[None]:
         """Everything written inside is undone at the end: for dry runs."""
-        self._db.execute("BEGIN")
+        await self._write("BEGIN")
         try:
             yield
         finally:
-            self._db.execute("ROLLBACK")
+            await self._write("ROLLBACK")
+
+
+def _migrate(db: sqlite3.Connection, steps: tuple[tuple[str, str], ...]) -> None:
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    for table, statement in steps:
+        if table in tables:
+            db.execute(statement)

@@ -1,18 +1,18 @@
-"""The outbox: notifications written before they are sent, one message per channel and
-check (joined by `group_wait` and quiet hours), and their delivery state."""
+"""The outbox's tables: notifications written before they are sent, one message per
+channel and check (joined by `group_wait` and quiet hours), and their delivery state."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
-from dialwatch.alerts import Status
+from dialwatch.alerting.lifecycle import Status
 from dialwatch.clock import from_iso, to_iso
-from dialwatch.messages import Message, combine
-from dialwatch.store.db import Database
+from dialwatch.delivery.messages import Message, combine
+from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.store.sqlite.schema import Database
 
 KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
 _UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
@@ -21,42 +21,6 @@ _HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} AND held = 0 GROUP BY
 # What can be sent next: each channel's oldest message, and messages held by quiet hours
 # (those keep their own time and never block a channel's queue).
 _NEXT = f"id IN ({_HEADS}) OR (held = 1 AND {_UNDELIVERED})"
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    """A notification for one channel, to be written before it is sent."""
-
-    alert: str
-    decision: str
-    channel: str
-    message: Message
-    hold_until: datetime | None = None  # quiet hours on this channel end then
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    alert: str
-    decision: str
-    channel: str
-    message: Message
-    created_at: datetime
-    expires_at: datetime
-    attempts: int
-    last_error: str | None
-    delivered_at: datetime | None = None
-    expired_at: datetime | None = None
-    parts: tuple[Part, ...] = ()
-    held: bool = False
-
-
-class Part(NamedTuple):
-    """One alert's message inside an outbox row (a group has several)."""
-
-    alert: str
-    decision: str
-    message: Message
 
 
 _OUTBOX_COLUMNS = (
@@ -151,13 +115,13 @@ class OutboxTables(Database):
             ),
         )
 
-    def due(self, now: datetime) -> list[OutboxRow]:
+    async def due(self, now: datetime) -> list[OutboxRow]:
         """Undelivered notifications of every channel whose oldest one is due, in order.
 
         A channel's messages wait behind its oldest undelivered one, so a channel that
         comes back receives them in the order they were written.
         """
-        rows = self._db.execute(
+        rows = await self._all(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {_UNDELIVERED} AND ("
             f"(held = 0 AND channel IN (SELECT channel FROM outbox WHERE id IN ({_HEADS}) "
             "AND next_attempt_at <= ?)) OR (held = 1 AND next_attempt_at <= ?)) ORDER BY id",
@@ -165,21 +129,21 @@ class OutboxTables(Database):
         )
         return [_outbox_row(r) for r in rows]
 
-    def mark_delivered(self, row_id: int, now: datetime) -> None:
-        self._db.execute(
+    async def mark_delivered(self, row_id: int, now: datetime) -> None:
+        await self._write(
             "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
             (to_iso(now), row_id),
         )
 
-    def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
-        self._db.execute(
+    async def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
+        await self._write(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
             "WHERE id = ?",
             (error, to_iso(retry_at), row_id),
         )
 
-    def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
-        self._db.execute(
+    async def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
+        await self._write(
             "UPDATE outbox SET expired_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
             (to_iso(now), reason, row_id),
         )
@@ -193,57 +157,51 @@ class OutboxTables(Database):
         )
         return {alert for (alert,) in rows}
 
-    def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
-        """Narrow a held message to the parts still worth sending."""
-        self._db.execute(
+    async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
+        await self._write(
             "UPDATE outbox SET parts = ?, title = ?, body = ?, notify_type = ? WHERE id = ?",
             (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
         )
 
-    def is_firing(self, alert: str) -> bool:
-        """Whether `alert` ("account/rule") is firing now."""
+    async def is_firing(self, alert: str) -> bool:
         account, _, rule = alert.partition("/")
-        row = self._db.execute(
+        row = await self._one(
             "SELECT status FROM alerts WHERE account = ? AND rule = ?", (account, rule)
-        ).fetchone()
-        return bool(row) and row[0] == Status.FIRING.value
+        )
+        return row is not None and row[0] == Status.FIRING.value
 
-    def was_announced(self, channel: str, alert: str) -> bool:
-        """Whether `channel` was sent `alert` as firing (first or reminder)."""
-        row = self._db.execute(
+    async def was_announced(self, channel: str, alert: str) -> bool:
+        row = await self._one(
             "SELECT 1 FROM outbox, json_each(outbox.parts) AS part WHERE outbox.channel = ? "
             "AND outbox.delivered_at IS NOT NULL AND json_extract(part.value, '$[0]') = ? "
             "AND json_extract(part.value, '$[1]') IN ('first', 'repeat') LIMIT 1",
             (channel, alert),
-        ).fetchone()
+        )
         return row is not None
 
-    def next_attempt_at(self) -> datetime | None:
-        """When the earliest channel is next due, if anything is undelivered."""
-        row = self._db.execute(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {_NEXT}").fetchone()
+    async def next_attempt_at(self) -> datetime | None:
+        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {_NEXT}")
         return from_iso(row[0]) if row and row[0] else None
 
-    def retry_now(self, now: datetime) -> int:
-        """Make every undelivered notification due now (at start-up); returns how many."""
-        cursor = self._db.execute(
+    async def retry_now(self, now: datetime) -> int:
+        cursor = await self._write(
             f"UPDATE outbox SET next_attempt_at = ? WHERE {_UNDELIVERED} AND next_attempt_at > ?",
             (to_iso(now), to_iso(now)),
         )
         return cursor.rowcount
 
-    def recent_notifications(self, limit: int) -> list[OutboxRow]:
-        """The newest notifications, delivered or not, newest first."""
-        rows = self._db.execute(
+    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
+        rows = await self._all(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
         )
         return [_outbox_row(r) for r in rows]
 
-    def pending_by_channel(self) -> dict[str, int]:
-        rows = self._db.execute(
+    async def pending_by_channel(self) -> dict[str, int]:
+        rows = await self._all(
             f"SELECT channel, COUNT(*) FROM outbox WHERE {_UNDELIVERED} GROUP BY channel"
         )
-        return dict(rows.fetchall())
+        return dict(rows)
 
-    def pending_count(self) -> int:
-        row = self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_UNDELIVERED}").fetchone()
-        return int(row[0])
+    async def pending_count(self) -> int:
+        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {_UNDELIVERED}")
+        return int(row[0]) if row else 0

@@ -1,4 +1,4 @@
-"""Named time intervals (quiet hours): is an instant inside one, and when does it end.
+"""Named time intervals, as the rules file writes them: is an instant inside one.
 
 Pure. A range whose start is after its end crosses midnight and belongs to the day it
 starts: "friday 22:00-07:00" covers Saturday 01:00.
@@ -6,15 +6,13 @@ starts: "friday 22:00-07:00" covers Saturday 01:00.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-STEP = timedelta(minutes=1)  # window ends are found to the minute
-HORIZON = timedelta(days=8)  # no window of a weekly pattern lasts longer
 
 
 def _weekdays(value: object) -> tuple[int, ...]:
@@ -94,20 +92,3 @@ class TimeInterval(BaseModel):
         return (not self.weekdays or day.weekday() in self.weekdays) and (
             not self.days_of_month or day.day in self.days_of_month
         )
-
-
-def in_quiet_hours(intervals: tuple[TimeInterval, ...], moment: datetime) -> bool:
-    return any(interval.contains(moment) for interval in intervals)
-
-
-def quiet_until(intervals: tuple[TimeInterval, ...], moment: datetime) -> datetime | None:
-    """The first minute after `moment` outside every interval, or None if not inside one."""
-    if not in_quiet_hours(intervals, moment):
-        return None
-    at = moment.astimezone(UTC).replace(second=0, microsecond=0)
-    limit = moment + HORIZON
-    while at < limit:
-        at += STEP
-        if not in_quiet_hours(intervals, at):
-            return at
-    return limit

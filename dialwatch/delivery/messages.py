@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import NamedTuple
 
-from dialwatch.alerts import AlertState, Decision
-from dialwatch.config import Target
-from dialwatch.evaluate import Finding
+from dialwatch.alerting.decide import AlertSpec
+from dialwatch.alerting.lifecycle import AlertState, Decision
+from dialwatch.rules.evaluate import Finding
 from dialwatch.units import format_duration
 
 # apprise's notify types, by severity; a resolved notice is a success.
 NOTIFY_TYPE = {"info": "info", "warning": "warning", "critical": "failure"}
 
 
-@dataclass(frozen=True)
-class AlertSpec:
-    """What the service needs to know about one rule (user-written or dialwatch's own)."""
-
-    name: str
-    kind: str
-    severity: str
-    targets: tuple[Target, ...]
-    hold: timedelta
-    repeat_every: timedelta | None
-    send_resolved: bool
-    max_repeats: int | None = None
-    title_template: str | None = None
-    body_template: str | None = None
-
-    @property
-    def notify(self) -> tuple[str, ...]:
-        return tuple(target.channel for target in self.targets)
-
-
 class Message(NamedTuple):
+    """A notification's text, and apprise's notify type (info, warning, failure, success)."""
+
     title: str
     body: str
     notify_type: str

@@ -8,26 +8,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
-from typing import TYPE_CHECKING
 
-from dialwatch.alerts import AlertState, Status
-from dialwatch.config import PROVIDERS
-from dialwatch.store import OutboxRow, Silence
+from dialwatch.alerting.lifecycle import AlertState, Status
+from dialwatch.alerting.silences import Silence
+from dialwatch.delivery.outbox import OutboxRow
+from dialwatch.pipeline.cycle import Watcher
+from dialwatch.providers import REGISTRY
 from dialwatch.units import Money
-
-if TYPE_CHECKING:
-    from dialwatch.service import Watcher
 
 DAYS = 7
 WIDTH, HEIGHT, PAD = 640, 180, 36
 
 
-def render_status_page(watchers: Sequence[Watcher], now: datetime) -> str:
+async def render_status_page(watchers: Sequence[Watcher], now: datetime) -> str:
     """The page for every account watched: a summary, then a section per account."""
     store = watchers[0].store
-    notes = store.recent_notifications(15)
+    notes = await store.recent_notifications(15)
     names = ", ".join(w.account for w in watchers)
-    balances = {w.account: store.last_balance(w.account) for w in watchers}
+    balances = {w.account: await store.last_balance(w.account) for w in watchers}
+    sections = [await _account_section(w, now, balances[w.account]) for w in watchers]
+    silences = await store.silences(now)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="60">
@@ -44,9 +44,9 @@ td, th {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee;
 <h1>dialwatch: {len(watchers)} account(s)</h1>
 <p class="muted">Page generated {_when(now)}.</p>
 {_accounts_table(watchers, balances)}
-{"".join(_account_section(w, now, balances[w.account]) for w in watchers)}
+{"".join(sections)}
 <h2>Silences</h2>
-{_silences_table(store.silences(now))}
+{_silences_table(silences)}
 <h2>Last notifications</h2>
 {_notifications_table(notes)}
 </body></html>
@@ -73,22 +73,24 @@ def _accounts_table(watchers: Sequence[Watcher], balances: Mapping[str, Money | 
     )
 
 
-def _account_section(watcher: Watcher, now: datetime, balance: Money | None) -> str:
+async def _account_section(watcher: Watcher, now: datetime, balance: Money | None) -> str:
     store, account, health = watcher.store, watcher.account, watcher.health
     since = now - timedelta(days=DAYS)
     days = [(now - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(DAYS - 1, -1, -1)]
-    spend = store.spend_by_day(account, now - timedelta(days=DAYS - 1))
-    states = store.alert_states(account)
+    spend = await store.spend_by_day(account, now - timedelta(days=DAYS - 1))
+    states = await store.alert_states(account)
+    plugin = REGISTRY[watcher.provider]
     severity = {rule.name: rule.severity for rule in watcher.rules.rules}
     firing = sorted(
         (name, state) for name, state in states.items() if state.status is Status.FIRING
     )
     charts = ""
-    if PROVIDERS[watcher.provider].balance_unit is not None:
+    if plugin.balance_unit is not None:
+        history = await store.balance_history(account, since)
         charts += f"""<p>Balance <span class="big" id="balance-{escape(account)}">{escape(str(balance)) if balance else "unknown"}</span></p>
 <h3>Balance, last {DAYS} days</h3>
-{_balance_chart(account, store.balance_history(account, since), since, now)}"""
-    if PROVIDERS[watcher.provider].has_money:
+{_balance_chart(account, history, since, now)}"""
+    if plugin.has_money:
         charts += f"""<h3>Spend per day (UTC)</h3>
 {_spend_chart(account, days, spend)}"""
     last_error = (

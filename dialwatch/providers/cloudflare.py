@@ -13,9 +13,10 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, Field, StrictBool, model_validator
 
-from dialwatch.api_client import AccountReader, Lenient, Priced, json_object
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
-from dialwatch.pages import NumberedPage, read_numbered
+from dialwatch.providers.base import SPEND_KINDS, ProviderPlugin
+from dialwatch.providers.http import AccountReader, Lenient, Priced, json_object
+from dialwatch.providers.pages import NumberedPage, read_numbered
 
 HISTORY_PATH = "/user/billing/history"
 PER_PAGE = 50  # the documented maximum
@@ -119,3 +120,12 @@ class CloudflareProvider(AccountReader):
         return await self._client.get(
             HISTORY_PATH, lambda body: parse_history(body, number), params
         )
+
+
+PLUGIN = ProviderPlugin(
+    reader=CloudflareProvider,
+    base_url="https://api.cloudflare.com/client/v4",
+    kinds=SPEND_KINDS,
+    headers=headers,
+    error_text=error_text,
+)

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import structlog
 
-from dialwatch.config import ItemRule, LedgerEvent, Rule, UsageItem
-from dialwatch.evaluate import history_needed, item_matches
 from dialwatch.model import ActivityStats, LedgerItem
+from dialwatch.rules.evaluate import history_needed, item_matches
+from dialwatch.rules.schema import ItemRule, LedgerEvent, Rule, UsageItem
 from dialwatch.store import LedgerCheckpoint, Store
 
 log = structlog.get_logger("dialwatch.ledger")
@@ -58,14 +58,22 @@ async def sync_ledger(
 ) -> LedgerSync:
     """Read what is new in the ledger into the store; raises ProviderError."""
     account = source.account
-    cursor = store.ledger_cursor(account)
+    cursor = await store.ledger_cursor(account)
     history = max(history_needed(rules, now), overlap)
     backfill = cursor is None
     floor = now - history if cursor is None else cursor - overlap
     item_rules: list[ItemRule] = [r for r in rules if isinstance(r, UsageItem | LedgerEvent)]
 
-    def matching(item: LedgerItem) -> list[str]:
-        return [rule.name for rule in item_rules if item_matches(rule, item)]
+    def matching(items: list[LedgerItem]) -> dict[str, list[str]] | None:
+        """Item key -> the item rules it matches; None while backfilling history."""
+        if backfill or not item_rules:
+            return None
+        found = {}
+        for item in items:
+            rules = [rule.name for rule in item_rules if item_matches(rule, item)]
+            if rules:
+                found[item.key] = rules
+        return found
 
     stats = ActivityStats()
     newest = cursor or now
@@ -76,9 +84,9 @@ async def sync_ledger(
             newest = max(newest, batch[0].occurred_at)
         pending += batch
         if len(pending) >= STORE_BATCH:
-            new += store.add_ledger_items(account, pending, None if backfill else matching)
+            new += await store.add_ledger_items(account, pending, matching(pending))
             pending = []
-    new += store.add_ledger_items(account, pending, None if backfill else matching)
+    new += await store.add_ledger_items(account, pending, matching(pending))
     # Keep what the window rules need, and everything the next read re-reads.
     keep_since = min(now - history, newest - overlap)
     log.debug(

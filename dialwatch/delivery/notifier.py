@@ -7,9 +7,9 @@ from typing import Protocol
 
 import apprise
 
-from dialwatch.config import Channel
+from dialwatch.delivery.messages import Message
 from dialwatch.logs import REDACTOR
-from dialwatch.messages import Message
+from dialwatch.rules.schema import Channel
 
 
 class Notifier(Protocol):

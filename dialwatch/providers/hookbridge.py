@@ -13,9 +13,10 @@ from datetime import date, datetime
 
 from pydantic import StrictBool, StrictInt
 
-from dialwatch.api_client import AccountReader, Lenient, json_object
 from dialwatch.errors import BadResponse
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, QuotaPeriod
+from dialwatch.providers.base import ProviderPlugin
+from dialwatch.providers.http import AccountReader, Lenient, json_object
 
 USAGE_PATH = "/v1/billing/usage-history"
 PAGE_LIMIT = 12  # the default; the API allows 1-24
@@ -87,6 +88,14 @@ class HookBridgeProvider(AccountReader):
     async def read_activity(
         self, floor: datetime, stats: ActivityStats
     ) -> AsyncIterator[list[LedgerItem]]:
-        """HookBridge has no ledger: no spend rule runs on it (see config.PROVIDERS)."""
+        """HookBridge has no ledger: no spend rule runs on it (see PLUGIN)."""
         return
         yield []
+
+
+PLUGIN = ProviderPlugin(
+    reader=HookBridgeProvider,
+    base_url="https://api.hookbridge.io",
+    kinds=("quota_above",),
+    error_text=error_text,
+)

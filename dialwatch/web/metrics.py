@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from dialwatch.alerts import Decision, Status
-from dialwatch.outbox import DeliveryReport
+from dialwatch.alerting.lifecycle import Decision, Status
+from dialwatch.delivery.outbox import DeliveryReport
+from dialwatch.pipeline.cycle import CycleReport
 from dialwatch.store import Store
-
-if TYPE_CHECKING:
-    from dialwatch.service import CycleReport
 
 
 class Metrics:
@@ -105,9 +102,9 @@ class Metrics:
         for row in report.expired:
             self.expired.labels(row.channel).inc()
 
-    def render(self, store: Store, channels: list[str]) -> bytes:
+    async def render(self, store: Store, channels: list[str]) -> bytes:
         """The exposition text, with the outbox gauge read fresh from the store."""
-        pending = store.pending_by_channel()
+        pending = await store.pending_by_channel()
         for channel in channels:
             self.pending.labels(channel).set(pending.get(channel, 0))
         return generate_latest(self.registry)

@@ -8,13 +8,10 @@ but the kind does not provide is an error at `validate`, never a surprise at 3 a
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-
-if TYPE_CHECKING:
-    from dialwatch.messages import AlertSpec
 
 COMMON = (
     "account", "rule", "kind", "severity", "decision", "summary", "since", "reminder",
@@ -63,23 +60,3 @@ def problem(source: str, kind: str | None) -> str | None:
 def render(source: str, context: dict[str, Any]) -> str:
     """Render a template that `problem` accepted; fields a kind lacks this time are ""."""
     return _ENV.from_string(source).render(context).strip()
-
-
-def context(
-    account: str,
-    spec: AlertSpec,
-    decision: str,
-    summary: str,
-    facts: tuple[tuple[str, str], ...] = (),
-    **extra: Any,
-) -> dict[str, Any]:
-    """What a template for `spec` sees: the common fields, then its kind's fields from
-    `facts` (and `extra`); a kind's field absent this time is ""."""
-    values: dict[str, Any] = dict.fromkeys(fields_for(spec.kind), "")
-    values.update({field_name(label): value for label, value in facts})
-    values.update(
-        account=account, rule=spec.name, kind=spec.kind, severity=spec.severity,
-        decision=decision, summary=summary, since="", reminder=0,
-    )  # fmt: skip
-    values.update(extra)
-    return values

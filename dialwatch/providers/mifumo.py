@@ -13,10 +13,11 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, Field, StrictInt, field_validator
 
-from dialwatch.api_client import AccountReader, Lenient, Priced, json_object
 from dialwatch.errors import RequestRejected
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
-from dialwatch.pages import NumberedPage, read_numbered
+from dialwatch.providers.base import SPEND_KINDS, ProviderPlugin
+from dialwatch.providers.http import AccountReader, Lenient, Priced, json_object
+from dialwatch.providers.pages import NumberedPage, read_numbered
 from dialwatch.units import CREDITS, Money
 
 BALANCE_PATH = "/api/integration/v1/sms/balance/"
@@ -121,3 +122,12 @@ class MifumoProvider(AccountReader):
             if exc.status == 404 and number > 1:
                 return NumberedPage([], False, None)
             raise
+
+
+PLUGIN = ProviderPlugin(
+    reader=MifumoProvider,
+    base_url="https://mifumosms.mifumolabs.com",
+    kinds=("balance_below", *SPEND_KINDS),
+    balance_unit="credits",
+    error_text=error_text,
+)

@@ -8,19 +8,23 @@ from datetime import timedelta
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from dialwatch.service import Watcher
-from dialwatch.status_page import render_status_page
+from dialwatch.pipeline.cycle import Watcher
+from dialwatch.web.metrics import Metrics
+from dialwatch.web.status_page import render_status_page
 
 Watchers = Callable[[], list[Watcher]]
 WATCHERS: web.AppKey[Watchers] = web.AppKey("watchers")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # A check with every retry and backoff takes about two minutes at worst.
 SLOWEST_CHECK = timedelta(minutes=2)
 
 
-def make_app(watchers: Watchers) -> web.Application:
-    """The endpoints over the accounts `watchers()` returns (it changes on reload)."""
+def make_app(watchers: Watchers, metrics: Metrics) -> web.Application:
+    """The endpoints over the accounts `watchers()` returns (it changes on reload), and
+    the service's `metrics`."""
     app = web.Application()
     app[WATCHERS] = watchers
+    app[METRICS] = metrics
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -75,11 +79,11 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     watchers = request.app[WATCHERS]()
-    body = watchers[0].metrics.render(watchers[0].store, list(watchers[0].rules.channels))
+    body = await request.app[METRICS].render(watchers[0].store, list(watchers[0].rules.channels))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _status(request: web.Request) -> web.Response:
     watchers = request.app[WATCHERS]()
-    html = render_status_page(watchers, watchers[0].clock.now())
+    html = await render_status_page(watchers, watchers[0].clock.now())
     return web.Response(text=html, content_type="text/html")

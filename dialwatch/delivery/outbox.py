@@ -1,0 +1,177 @@
+"""The outbox: notifications written before they are sent, and delivering them: send
+what is due, record it after sending, retry with backoff.
+
+What delivery needs of the store is `OutboxStore`; every backend's Store has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import NamedTuple, Protocol
+
+import structlog
+
+from dialwatch.delivery.messages import Message, combine
+from dialwatch.delivery.notifier import Notifier
+
+log = structlog.get_logger("dialwatch.outbox")
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A notification for one channel, to be written before it is sent."""
+
+    alert: str
+    decision: str
+    channel: str
+    message: Message
+    hold_until: datetime | None = None  # quiet hours on this channel end then
+
+
+class Part(NamedTuple):
+    """One alert's message inside an outbox row (a group has several)."""
+
+    alert: str
+    decision: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    alert: str
+    decision: str
+    channel: str
+    message: Message
+    created_at: datetime
+    expires_at: datetime
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None = None
+    expired_at: datetime | None = None
+    parts: tuple[Part, ...] = ()
+    held: bool = False
+
+
+class OutboxStore(Protocol):
+    """The outbox's side of the Store, as delivery uses it."""
+
+    async def due(self, now: datetime) -> list[OutboxRow]:
+        """Undelivered notifications of every channel whose oldest one is due, in order."""
+        ...
+
+    async def mark_delivered(self, row_id: int, now: datetime) -> None: ...
+
+    async def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None: ...
+
+    async def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None: ...
+
+    async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
+        """Narrow a held message to the parts still worth sending."""
+        ...
+
+    async def is_firing(self, alert: str) -> bool:
+        """Whether `alert` ("account/rule") is firing now."""
+        ...
+
+    async def was_announced(self, channel: str, alert: str) -> bool:
+        """Whether `channel` was sent `alert` as firing (first or reminder)."""
+        ...
+
+
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(minutes=15)
+
+
+async def _still_news(store: OutboxStore, row: OutboxRow) -> list[Part]:
+    """The parts of a message held by quiet hours that still matter when they end: an
+    alert that still fires, the resolution of one this channel was told about, and
+    events (new ledger items), which stay news."""
+
+    async def matters(part: Part) -> bool:
+        if part.decision in ("first", "repeat"):
+            return await store.is_firing(part.alert)
+        if part.decision == "resolved":
+            return await store.was_announced(row.channel, part.alert)
+        return True
+
+    return [part for part in row.parts if await matters(part)]
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """30s, 1m, 2m, 4m ... capped at 15m, after the `attempts`-th failure."""
+    doublings = min(max(0, attempts - 1), 10)  # 30s * 2**10 is well past the cap
+    delay: timedelta = FIRST_RETRY * 2**doublings
+    return min(MAX_RETRY, delay)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: list[OutboxRow] = field(default_factory=list)
+    failed: list[tuple[OutboxRow, str]] = field(default_factory=list)
+    expired: list[OutboxRow] = field(default_factory=list)
+
+
+async def deliver_due(store: OutboxStore, notifier: Notifier, now: datetime) -> DeliveryReport:
+    """Try every due notification once. Channels are sent to concurrently; within a
+    channel, in order, stopping at the first failure so messages are not reordered."""
+    report = DeliveryReport()
+    by_channel = groupby(
+        sorted(await store.due(now), key=lambda r: (r.channel, r.id)), lambda r: r.channel
+    )
+    await asyncio.gather(
+        *(_deliver_channel(store, notifier, list(rows), now, report) for _, rows in by_channel)
+    )
+    return report
+
+
+async def _deliver_channel(
+    store: OutboxStore,
+    notifier: Notifier,
+    rows: list[OutboxRow],
+    now: datetime,
+    report: DeliveryReport,
+) -> None:
+    for row in rows:
+        bound = log.bind(channel=row.channel, alert=row.alert, decision=row.decision)
+        if row.held:
+            kept = await _still_news(store, row)
+            if not kept:
+                await store.mark_expired(row.id, now, "dropped: cleared during quiet hours")
+                bound.info("notify.dropped", why="cleared during quiet hours, never announced")
+                continue
+            if len(kept) < len(row.parts):
+                account = kept[0].alert.partition("/")[0]
+                message = combine(account, [(p.alert, p.message) for p in kept])
+                await store.keep_parts(row.id, kept, message)
+                row = replace(row, message=message, parts=tuple(kept))
+        if now >= row.expires_at:
+            await store.mark_expired(row.id, now)
+            report.expired.append(row)
+            bound.error(
+                "notify.expired",
+                attempts=row.attempts,
+                last_error=row.last_error,
+                title=row.message.title,
+            )
+            continue
+        error = await notifier.send(row.channel, row.message)
+        if error is None:
+            await store.mark_delivered(row.id, now)
+            report.delivered.append(row)
+            bound.info("notify.sent", attempt=row.attempts + 1)
+            continue
+        retry_at = now + retry_delay(row.attempts + 1)
+        await store.mark_failed(row.id, error, retry_at)
+        report.failed.append((row, error))
+        bound.warning(
+            "notify.failed",
+            attempt=row.attempts + 1,
+            error=error,
+            retry_at=retry_at.isoformat(),
+            expires_at=row.expires_at.isoformat(),
+        )
+        return  # later messages wait behind this one, so they arrive in order

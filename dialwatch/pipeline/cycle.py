@@ -1,0 +1,249 @@
+"""One check of one account, end to end (`run_cycle`), as a pipeline of stages:
+
+    read -> sync ledger -> evaluate -> silence, inhibit, decide -> render -> events
+    -> route and commit to the outbox -> wake delivery
+
+Each stage is a function of its own package; this module only composes them, and
+keeps what the endpoints report about the account. The loop that repeats a check
+lives in `runner.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from dialwatch.alerting.decide import decide_all
+from dialwatch.alerting.lifecycle import AlertState, Decision, Status
+from dialwatch.alerting.routing import Target
+from dialwatch.clock import Clock
+from dialwatch.delivery.notifier import Notifier
+from dialwatch.delivery.render import Outcome, render, to_outbox
+from dialwatch.errors import AuthError, ProviderError
+from dialwatch.model import BillingSnapshot
+from dialwatch.pipeline.evaluate import AUTH_ALERT, UNHEALTHY_ALERT, evaluate_rules, watcher_alerts
+from dialwatch.pipeline.events import digests_due, item_events
+from dialwatch.pipeline.ledger import LedgerSync, sync_ledger
+from dialwatch.providers import REGISTRY, Provider
+from dialwatch.rules.schema import LEDGER_KINDS, Rule, RulesFile
+from dialwatch.store import Store
+from dialwatch.units import Money
+
+__all__ = ["AUTH_ALERT", "UNHEALTHY_ALERT", "CycleReport", "Watcher", "run_checks", "run_cycle"]
+
+log = structlog.get_logger("dialwatch.service")
+
+
+@dataclass
+class Health:
+    """What the endpoints report: is the loop alive, and did checks succeed lately."""
+
+    loop_tick: datetime | None = None
+    last_check: datetime | None = None
+    last_success: datetime | None = None
+    last_error: str | None = None
+
+
+class CycleObserver(Protocol):
+    """Told the report of every check (the service's metrics)."""
+
+    def observe_cycle(self, report: CycleReport, account: str) -> None: ...
+
+
+@dataclass
+class Watcher:
+    """Everything one account's check needs; built by `runner.open_fleet`, or by tests.
+    The watchers of one service share the store, notifier, metrics and rules."""
+
+    rules: RulesFile
+    source: Provider
+    store: Store
+    notifier: Notifier
+    clock: Clock
+    interval: timedelta = timedelta(seconds=60)
+    outbox_expiry: timedelta = timedelta(hours=24)
+    ledger_overlap: timedelta = timedelta(minutes=10)
+    wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
+    health: Health = field(default_factory=Health)
+    metrics: CycleObserver | None = None
+
+    @property
+    def account(self) -> str:
+        return self.source.account
+
+    @property
+    def provider(self) -> str:
+        return self.source.provider
+
+    @property
+    def active_rules(self) -> tuple[Rule, ...]:
+        """The rules that run on this account."""
+        return self.rules.rules_for(self.account, self.provider)
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    now: datetime
+    snapshot: BillingSnapshot | None
+    error: ProviderError | None
+    outcomes: tuple[Outcome, ...]
+    ledger: LedgerSync | None = None
+    ledger_error: ProviderError | None = None
+    spend: dict[str, Money] = field(default_factory=dict)  # per spend_above rule
+
+    @property
+    def errors(self) -> list[ProviderError]:
+        return [e for e in (self.error, self.ledger_error) if e is not None]
+
+    @property
+    def firing(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.state.status is Status.FIRING]
+
+    @property
+    def notifications(self) -> list[tuple[str, Outcome]]:
+        return [(t.channel, o) for t, o in self.deliveries]
+
+    @property
+    def deliveries(self) -> list[tuple[Target, Outcome]]:
+        return [(t, o) for o in self.outcomes if o.message for t in o.spec.targets]
+
+
+async def run_cycle(watcher: Watcher) -> CycleReport:
+    """Check one account and queue its notifications, then wake delivery."""
+    report = await _cycle(watcher)
+    if report.notifications:
+        watcher.wake_delivery.set()
+    _record_health(watcher, report)
+    return report
+
+
+async def run_checks(watchers: list[Watcher], *, dry_run: bool = False) -> list[CycleReport]:
+    """Check several accounts at the same time (they share one store). With `dry_run`,
+    the same cycles run and everything they wrote is rolled back together: the reports
+    say what would be sent."""
+    if dry_run and watchers:
+        async with watchers[0].store.rolled_back():
+            return list(await asyncio.gather(*(_cycle(w) for w in watchers)))
+    return list(await asyncio.gather(*(run_cycle(w) for w in watchers)))
+
+
+async def _cycle(w: Watcher) -> CycleReport:
+    """The pipeline. The store is read as the stages need it and written once, at the
+    end, in one transaction: a check that dies half-way leaves no trace."""
+    now, store, account, provider = w.clock.now(), w.store, w.account, w.provider
+    rules, active = w.rules, w.active_rules
+    bound = log.bind(account=account, provider=provider)
+
+    snapshot, error = await _read(w.source, now, bound)
+    ledger, ledger_error = await _sync_ledger(w, active, now, error, bound)
+    errors = [e for e in (error, ledger_error) if e is not None]
+    states = await store.alert_states(account)
+    silences = await store.silences(now)
+    failing_since = (await store.failing_since(account) or now) if errors else None
+
+    evaluations, spend = await evaluate_rules(
+        store, rules, active, account, provider, now, snapshot, ledger is not None, states
+    )
+    evaluations += watcher_alerts(rules, account, provider, error, errors, failing_since, now)
+    decided = decide_all(evaluations, states, silences, rules.inhibit, account, now)
+    outcomes = [render(account, d, now) for d in decided]
+    if ledger is not None:
+        outcomes += await item_events(store, rules, active, account, provider, silences)
+    _log_decisions(bound, outcomes, states)
+
+    balance = snapshot.balance if snapshot else None
+    has_money = REGISTRY[provider].has_money
+    digests, digests_sent = await digests_due(
+        store, rules, account, has_money, now, ledger is not None, balance
+    )
+    outcomes += digests
+    report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
+    if not errors:
+        bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
+
+    events = tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
+    await store.commit_check(
+        account,
+        now,
+        {o.spec.name: o.state for o in outcomes if o.decision is not Decision.EVENT},
+        to_outbox(account, outcomes, rules.channels, now),
+        expires_at=now + w.outbox_expiry,
+        balance=balance,
+        ledger=ledger.checkpoint(events) if ledger else None,
+        failing_since=failing_since,
+        group_wait=rules.defaults.group_wait,
+        decisions=[
+            (o.spec.name, o.decision.value) for o in outcomes if o.decision is not Decision.NONE
+        ],
+        digests=digests_sent,
+    )
+    return report
+
+
+async def _read(
+    source: Provider, now: datetime, bound: structlog.typing.FilteringBoundLogger
+) -> tuple[BillingSnapshot | None, ProviderError | None]:
+    """The read stage: the account's billing status, or why it could not be read."""
+    try:
+        return await source.fetch_billing(now), None
+    except AuthError as exc:
+        bound.error("check.auth_failed", error=str(exc), hint="API key wrong or revoked?")
+        return None, exc
+    except ProviderError as exc:
+        bound.error("check.failed", reason=exc.reason, error=str(exc), retry="next interval")
+        return None, exc
+
+
+async def _sync_ledger(
+    w: Watcher,
+    active: tuple[Rule, ...],
+    now: datetime,
+    error: ProviderError | None,
+    bound: structlog.typing.FilteringBoundLogger,
+) -> tuple[LedgerSync | None, ProviderError | None]:
+    """The ledger stage, for accounts with a rule that reads it and a key that works."""
+    if not any(isinstance(rule, LEDGER_KINDS) for rule in active) or isinstance(error, AuthError):
+        return None, None
+    try:
+        return await sync_ledger(w.source, w.store, active, now, w.ledger_overlap), None
+    except ProviderError as exc:
+        bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")
+        return None, exc
+
+
+def _log_decisions(
+    bound: structlog.typing.FilteringBoundLogger,
+    outcomes: list[Outcome],
+    states: Mapping[str, AlertState],
+) -> None:
+    for outcome in outcomes:
+        was = states.get(outcome.spec.name, AlertState()).status
+        if outcome.decision is not Decision.NONE or outcome.state.status is not was:
+            bound.info(
+                "alert.decision",
+                rule=outcome.spec.name,
+                decision=outcome.decision.value,
+                status=outcome.state.status.value,
+                was=was.value,
+                summary=outcome.finding.summary,
+                channels=list(outcome.spec.notify) if outcome.message else [],
+                silenced_by=outcome.silenced_by,
+                inhibited_by=outcome.inhibited_by,
+            )
+
+
+def _record_health(watcher: Watcher, report: CycleReport) -> None:
+    health = watcher.health
+    health.last_check = report.now
+    if report.errors:
+        health.last_error = "; ".join(f"{e.reason}: {e}" for e in report.errors)
+    else:
+        health.last_success = report.now
+        health.last_error = None
+    if watcher.metrics is not None:
+        watcher.metrics.observe_cycle(report, watcher.account)

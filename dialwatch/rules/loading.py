@@ -1,0 +1,190 @@
+"""Loading a rules file: YAML with positions, ${VAR} substitution, strict validation.
+
+Every problem is reported as a ConfigIssue pointing at file, line, column and key,
+and all of them are collected before failing, so one `validate` run lists them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dialwatch.errors import ConfigError, ConfigIssue
+from dialwatch.rules.checks import cross_check
+from dialwatch.rules.positions import Source, dotted, issue_at, locate
+from dialwatch.rules.schema import (
+    INHERITED,
+    RULE_KINDS,
+    Account,
+    Defaults,
+    Match,
+    RulesFile,
+    _RuleBase,
+)
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load_rules(path: Path | str, env: Mapping[str, str] | None = None) -> RulesFile:
+    """Read and validate a rules file; raises ConfigError listing every problem."""
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{filename}: cannot read the rules file: {exc.strerror}") from exc
+    return parse_rules(text, filename, os.environ if env is None else env)
+
+
+def parse_rules(text: str, filename: str, env: Mapping[str, str]) -> RulesFile:
+    source = _compose(text, filename, env)
+    if source.issues and source.data is None:
+        raise ConfigError(source.issues)
+    if not isinstance(source.data, dict):
+        raise ConfigError(
+            [ConfigIssue(filename, 1, 1, "(file)", "expected a mapping with channels and rules")]
+        )
+    data = _apply_defaults(source.data)
+    issues = source.issues + cross_check(data, source, filename)
+    try:
+        rules_file = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        issues += [_issue_from_pydantic(err, source, filename) for err in exc.errors()]
+        rules_file = None
+    if issues:
+        raise ConfigError(sorted(set(issues), key=lambda i: (i.line, i.column, i.key)))
+    assert rules_file is not None
+    return rules_file
+
+
+def _compose(text: str, filename: str, env: Mapping[str, str]) -> Source:
+    source = Source(None, {}, [])
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        source.issues.append(ConfigIssue(filename, line, col, "(yaml)", str(exc.problem)))
+        return source
+    finally:
+        loader.dispose()
+    if node is None:
+        return source
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> Any:
+        source.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node)
+                key_path = (*path, key)
+                if key in result:
+                    source.issues.append(
+                        issue_at(filename, key_node, key_path, "duplicate key; each key once")
+                    )
+                source.marks[key_path] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                result[key] = walk(value_node, key_path)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [walk(item, (*path, i)) for i, item in enumerate(node.value)]
+        value = loader.construct_object(node)
+        if isinstance(value, str):
+            value = _substitute(value, node, path, filename, env, source.issues)
+        return value
+
+    source.data = walk(node, ())
+    return source
+
+
+def _substitute(
+    value: str,
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    filename: str,
+    env: Mapping[str, str],
+    issues: list[ConfigIssue],
+) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in env:
+            issues.append(
+                issue_at(
+                    filename, node, path, f"environment variable ${{{name}}} is not set; set it"
+                )
+            )
+            return ""
+        return env[name]
+
+    return _VAR.sub(replace, value)
+
+
+def _apply_defaults(data: dict[Any, Any]) -> dict[Any, Any]:
+    defaults = data.get("defaults")
+    rules = data.get("rules")
+    if not isinstance(defaults, dict) or not isinstance(rules, list):
+        return data
+    try:
+        Defaults.model_validate(defaults)
+    except ValidationError:
+        return data  # reported once, at defaults, rather than again for every rule
+    merged = [
+        {**{k: defaults[k] for k in INHERITED if k in defaults}, **rule}
+        if isinstance(rule, dict)
+        else rule
+        for rule in rules
+    ]
+    return {**data, "rules": merged}
+
+
+def _issue_from_pydantic(err: Any, source: Source, filename: str) -> ConfigIssue:
+    loc = tuple(err["loc"])
+    # A discriminated union puts the rule kind into the location: rules.0.balance_below.x
+    if len(loc) >= 3 and loc[0] == "rules" and loc[2] in RULE_KINDS:
+        kind_model: type[_RuleBase] | None = RULE_KINDS[loc[2]]
+        loc = loc[:2] + loc[3:]
+    else:
+        kind_model = None
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, "kind")
+    line, col = locate(source.marks, loc)
+    return ConfigIssue(filename, line, col, dotted(loc), _explain(err, loc, kind_model))
+
+
+def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1], kind_model)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown key; {hint}valid keys here: {', '.join(valid)}"
+    if kind == "union_tag_invalid":
+        return f"unknown rule kind; valid kinds: {', '.join(RULE_KINDS)}"
+    if kind == "union_tag_not_found":
+        return f"a rule needs a kind; valid kinds: {', '.join(RULE_KINDS)}"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(err["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _valid_keys(parent: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> list[str]:
+    model: type[BaseModel] = RulesFile
+    if parent[-1:] == ("match",):
+        model = Match
+    elif parent[:1] == ("accounts",) and len(parent) == 2:
+        model = Account
+    elif kind_model is not None:
+        model = kind_model
+    elif parent == ("defaults",):
+        model = Defaults
+    return [field.alias or name for name, field in model.model_fields.items()]

@@ -1,0 +1,156 @@
+"""The one interface to dialwatch's durable state. The pipeline, the CLI and the web
+pages use it; every SQL statement lives behind it, in a backend module.
+
+A check's alert states and the notifications they lead to are committed in one
+transaction (`commit_check`), before anything is sent; a notification is marked
+delivered only after it was sent. A crash at any point therefore repeats a message at
+worst, never loses one. Every method is a coroutine: no backend blocks the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from dialwatch.alerting.lifecycle import AlertState
+from dialwatch.alerting.silences import Silence
+from dialwatch.delivery.outbox import OutboxEntry, OutboxRow, OutboxStore
+from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
+from dialwatch.rules.schema import Match
+from dialwatch.units import Money
+
+
+@dataclass(frozen=True)
+class LedgerCheckpoint:
+    """What a check read of the ledger, committed with its alerts."""
+
+    newest: datetime
+    keep_since: datetime  # items older than this are no longer needed by any rule
+    delivered_rules: tuple[str, ...]  # item rules whose matches became messages
+
+
+class Store(OutboxStore, Protocol):
+    """All of dialwatch's state: alerts, balances, the ledger, silences, digests and the
+    outbox (whose delivery side is `OutboxStore`)."""
+
+    async def close(self) -> None: ...
+
+    def rolled_back(self) -> AbstractAsyncContextManager[None]:
+        """Everything written inside is undone at the end: for dry runs."""
+        ...
+
+    # What a check reads before it decides.
+    async def alert_states(self, account: str) -> dict[str, AlertState]: ...
+
+    async def failing_since(self, account: str) -> datetime | None: ...
+
+    async def last_balance(self, account: str) -> Money | None: ...
+
+    async def silences(self, now: datetime) -> list[Silence]:
+        """Silences in force at `now`, oldest first; expired ones drop out by themselves."""
+        ...
+
+    # What a check writes, at once.
+    async def commit_check(
+        self,
+        account: str,
+        now: datetime,
+        states: dict[str, AlertState],
+        outbox: Iterable[OutboxEntry],
+        expires_at: datetime,
+        balance: Money | None = None,
+        ledger: LedgerCheckpoint | None = None,
+        failing_since: datetime | None = None,
+        group_wait: timedelta = timedelta(0),
+        decisions: Iterable[tuple[str, str]] = (),
+        digests: Iterable[tuple[str, datetime]] = (),
+    ) -> None:
+        """Record one check's outcome and queue its notifications, atomically.
+
+        A channel's notifications of one check become one message. With `group_wait`,
+        that message waits so long, and later checks add to it until it goes out.
+        """
+        ...
+
+    # The ledger.
+    async def ledger_cursor(self, account: str) -> datetime | None:
+        """The newest instant a committed check has read the ledger up to."""
+        ...
+
+    async def add_ledger_items(
+        self, account: str, items: list[LedgerItem], matches: dict[str, list[str]] | None
+    ) -> int:
+        """Store items not seen before, and for each new one the item rules it matches
+        (`matches`: item key -> rule names; None while backfilling history). Returns
+        how many were new. Until the check commits its cursor, a crash only means these
+        are read again."""
+        ...
+
+    async def spend(
+        self,
+        account: str,
+        since: datetime,
+        currency: str,
+        match: Match | None = None,
+        until: datetime | None = None,
+    ) -> SpendSummary:
+        """Spend in [since, until) among items that `match` selects, with the biggest
+        contributors."""
+        ...
+
+    async def spend_total(self, account: str, since: datetime, currency: str) -> Money: ...
+
+    async def spend_currency(self, account: str) -> str:
+        """The currency of the account's latest spend item (USD before there is one)."""
+        ...
+
+    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]: ...
+
+    async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
+        """New items that matched `rule` and are not notified yet: all counted, and the
+        first `limit` of them (oldest first) to show."""
+        ...
+
+    # History, for digests and the status page.
+    async def digest_sent_for(self, name: str) -> datetime | None: ...
+
+    async def fired_between(self, account: str, since: datetime, until: datetime) -> dict[str, int]:
+        """How often each rule fired (first notifications) in [since, until)."""
+        ...
+
+    async def balance_at(self, account: str, moment: datetime) -> Money | None:
+        """The balance recorded last at or before `moment` (15-minute resolution)."""
+        ...
+
+    async def balance_history(
+        self, account: str, since: datetime
+    ) -> list[tuple[datetime, Money]]: ...
+
+    # Silences, from the CLI.
+    async def add_silence(
+        self, rule: str, account: str | None, ends_at: datetime, reason: str, now: datetime
+    ) -> int: ...
+
+    async def end_silence(self, silence_id: int, now: datetime) -> bool:
+        """End a silence now; False if there is no such silence in force."""
+        ...
+
+    # The outbox, beyond delivery.
+    async def next_attempt_at(self) -> datetime | None:
+        """When the earliest channel is next due, if anything is undelivered."""
+        ...
+
+    async def retry_now(self, now: datetime) -> int:
+        """Make every undelivered notification due now (at start-up); returns how many."""
+        ...
+
+    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
+        """The newest notifications, delivered or not, newest first."""
+        ...
+
+    async def pending_by_channel(self) -> dict[str, int]: ...
+
+    async def pending_count(self) -> int: ...

@@ -1,0 +1,1 @@
+"""The service's HTTP side: health and readiness, Prometheus metrics, the status page."""
