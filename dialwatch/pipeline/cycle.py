@@ -138,51 +138,66 @@ async def _cycle(w: Watcher) -> CycleReport:
     now, store, account, provider = w.clock.now(), w.store, w.account, w.provider
     rules, active = w.rules, w.active_rules
     bound = log.bind(account=account, provider=provider)
-
+    # read
     snapshot, error = await _read(w.source, now, bound)
+    # sync ledger
     ledger, ledger_error = await _sync_ledger(w, active, now, error, bound)
     errors = [e for e in (error, ledger_error) if e is not None]
     states = await store.alert_states(account)
     silences = await store.silences(now)
     failing_since = (await store.failing_since(account) or now) if errors else None
-
+    # evaluate
     evaluations, spend = await evaluate_rules(
         store, rules, active, account, provider, now, snapshot, ledger is not None, states
     )
     evaluations += watcher_alerts(rules, account, provider, error, errors, failing_since, now)
+    # silence, inhibit, decide
     decided = decide_all(evaluations, states, silences, rules.inhibit, account, now)
+    # render
     outcomes = [render(account, d, now) for d in decided]
+    # events: new ledger items, digests
     if ledger is not None:
         outcomes += await item_events(store, rules, active, account, provider, silences)
     _log_decisions(bound, outcomes, states)
-
     balance = snapshot.balance if snapshot else None
-    has_money = REGISTRY[provider].has_money
     digests, digests_sent = await digests_due(
-        store, rules, account, has_money, now, ledger is not None, balance
+        store, rules, account, REGISTRY[provider].has_money, now, ledger is not None, balance
     )
-    outcomes += digests
-    report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend)
+    report = CycleReport(
+        now, snapshot, error, tuple(outcomes + digests), ledger, ledger_error, spend
+    )
     if not errors:
         bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
+    # route and commit to the outbox
+    await _commit(w, report, failing_since, digests_sent)
+    return report
 
+
+async def _commit(
+    w: Watcher,
+    report: CycleReport,
+    failing_since: datetime | None,
+    digests: list[tuple[str, datetime]],
+) -> None:
+    """The commit stage: states, the outbox rows each message is routed to, the ledger
+    cursor, the balance and the history, in one transaction."""
+    outcomes, now = report.outcomes, report.now
     events = tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
-    await store.commit_check(
-        account,
+    await w.store.commit_check(
+        w.account,
         now,
         {o.spec.name: o.state for o in outcomes if o.decision is not Decision.EVENT},
-        to_outbox(account, outcomes, rules.channels, now),
+        to_outbox(w.account, outcomes, w.rules.channels, now),
         expires_at=now + w.outbox_expiry,
-        balance=balance,
-        ledger=ledger.checkpoint(events) if ledger else None,
+        balance=report.snapshot.balance if report.snapshot else None,
+        ledger=report.ledger.checkpoint(events) if report.ledger else None,
         failing_since=failing_since,
-        group_wait=rules.defaults.group_wait,
+        group_wait=w.rules.defaults.group_wait,
         decisions=[
             (o.spec.name, o.decision.value) for o in outcomes if o.decision is not Decision.NONE
         ],
-        digests=digests_sent,
+        digests=digests,
     )
-    return report
 
 
 async def _read(
