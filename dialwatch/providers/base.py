@@ -51,6 +51,8 @@ class ProviderPlugin:
     # Reads the provider's own error message out of an error body; None: the generic
     # reader, which knows an `error` as a string or a validation object.
     error_text: ErrorText | None = None
+    # What an account's `api_email` goes with, where the provider takes one.
+    email_auth: str | None = None
 
     @property
     def has_money(self) -> bool:

@@ -128,4 +128,5 @@ PLUGIN = ProviderPlugin(
     kinds=SPEND_KINDS,
     headers=headers,
     error_text=error_text,
+    email_auth="a Cloudflare global API key",
 )

@@ -141,10 +141,13 @@ def _check_accounts(raw: object, add: Add) -> dict[str, str]:
             add(("accounts", index, "name"), f"duplicate account name '{name}'")
         if isinstance(name, str) and isinstance(provider, str) and provider in REGISTRY:
             accounts.setdefault(name, provider)
-        if account.get("api_email") is not None and provider != "cloudflare":
+        plugin = REGISTRY.get(provider) if isinstance(provider, str) else None
+        email_auth = plugin.email_auth if plugin else None
+        if account.get("api_email") is not None and email_auth is None:
+            takes = " or ".join(p.email_auth for p in REGISTRY.values() if p.email_auth)
             add(
                 ("accounts", index, "api_email"),
-                "api_email is for a Cloudflare global API key; other providers take api_key only",
+                f"api_email is for {takes}; other providers take api_key only",
             )
     if not raw:
         add(("accounts",), "list at least one account, or leave the section out")
