@@ -19,14 +19,15 @@ from dialwatch.clock import SystemClock
 from dialwatch.delivery.messages import Message
 from dialwatch.delivery.notifier import AppriseNotifier
 from dialwatch.delivery.outbox import deliver_due
-from dialwatch.errors import ConfigError, DialwatchError
+from dialwatch.errors import ConfigError, DialwatchError, StateUnavailable
 from dialwatch.logs import REDACTOR, configure_logging
 from dialwatch.pipeline.cycle import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport
 from dialwatch.rules.loading import load_rules
 from dialwatch.rules.schema import RulesFile
 from dialwatch.runner import open_fleet, reload_rules, run_service
 from dialwatch.settings import Settings, load_settings
-from dialwatch.store import open_store
+from dialwatch.store import is_postgres, open_store, shown_location
+from dialwatch.store.transfer import import_sqlite
 from dialwatch.units import parse_duration
 from dialwatch.web import endpoints
 
@@ -87,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     silence.add_argument("--reason", required=True, help="why, for whoever looks next")
     commands.add_parser("silences", help="list the silences in force")
+    state = commands.add_parser("state", help="manage the state store")
+    state_commands = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    state_import = state_commands.add_parser(
+        "import",
+        help="copy a SQLite state file into the PostgreSQL database of DIALWATCH_STATE "
+        "(which must hold no state yet)",
+    )
+    state_import.add_argument("file", type=Path, metavar="FILE", help="the SQLite state file")
     unsilence = commands.add_parser("unsilence", help="end a silence now")
     unsilence.add_argument("id", type=int, metavar="ID", help="the silence's number")
     commands.add_parser(
@@ -111,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "validate":
             return _validate(args.file or settings.rules)
+        if args.command == "state":
+            return asyncio.run(_state_import(settings, args.file))
         if args.command in ("silences", "unsilence"):
             return asyncio.run(
                 _silences(settings, args.id if args.command == "unsilence" else None)
@@ -171,7 +182,7 @@ async def _silence(
         print(f"--for: {exc}", file=sys.stderr)
         return EXIT_ERROR
     now = SystemClock().now()
-    store = await open_store(settings.state)
+    store = await open_store(settings.state.get_secret_value())
     try:
         silence_id = await store.add_silence(rule, account, now + length, reason, now)
     finally:
@@ -186,7 +197,7 @@ async def _silence(
 async def _silences(settings: Settings, end: int | None) -> int:
     """List the silences in force, or end silence `end`."""
     now = SystemClock().now()
-    store = await open_store(settings.state)
+    store = await open_store(settings.state.get_secret_value())
     try:
         if end is not None:
             if not await store.end_silence(end, now):
@@ -204,6 +215,26 @@ async def _silences(settings: Settings, end: int | None) -> int:
             f"{silence.id:>4}  {silence.rule}  on {silence.account or 'every account'}  "
             f"until {silence.ends_at:%Y-%m-%d %H:%M UTC}  {silence.reason}"
         )
+    return EXIT_OK
+
+
+async def _state_import(settings: Settings, source: Path) -> int:
+    target = settings.state.get_secret_value()
+    if not is_postgres(target):
+        print(
+            "DIALWATCH_STATE is not a PostgreSQL URL (postgresql://user:password@host/db): "
+            "nothing to import into",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        copied = await import_sqlite(source, target, settings.replica)
+    except StateUnavailable as exc:
+        print(REDACTOR.redact(str(exc)), file=sys.stderr)
+        return EXIT_ERROR
+    print(f"imported {source} into {shown_location(target)}:")
+    for table, count in copied.items():
+        print(f"  {table}: {count} row(s)")
     return EXIT_OK
 
 
@@ -231,7 +262,9 @@ async def _run(settings: Settings, rules: RulesFile) -> int:
         runner = None
         if settings.listen_address is not None:
             host, port = settings.listen_address
-            app = endpoints.make_app(fleet.all, fleet.metrics)
+            app = endpoints.make_app(
+                fleet.all, fleet.metrics, lambda: fleet.state.error, fleet.checked
+            )
             runner = await endpoints.start(app, host, port)
             log.info("endpoints.listening", host=host, port=port)
         try:

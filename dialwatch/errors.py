@@ -2,6 +2,8 @@
 
     DialwatchError
     ├── ConfigError            settings or rules file invalid; fix the file, retrying won't help
+    ├── StateUnavailable       the state store cannot be reached (PostgreSQL down)  retryable
+    ├── LeaseLost              another replica holds the account now; write nothing for it
     └── ProviderError          a billing API call failed; carries the URL (never the key)
         ├── TransportError     connection refused/reset, timeout           retryable
         ├── ServerError        HTTP 5xx                                    retryable
@@ -11,7 +13,8 @@
         └── BadResponse        a body that is not the documented JSON      retryable
 
 Errors are translated where they enter (aiohttp exceptions become ProviderErrors in
-`http.py`), and no message ever contains a secret.
+`providers/http.py`; a lost database connection becomes StateUnavailable in the store),
+and no message ever contains a secret.
 """
 
 from __future__ import annotations
@@ -44,6 +47,22 @@ class ConfigError(DialwatchError):
         self.issues = issues if isinstance(issues, list) else []
         text = issues if isinstance(issues, str) else "\n".join(map(str, issues))
         super().__init__(text)
+
+
+class StateUnavailable(DialwatchError):
+    """The state store cannot be reached or answered with a connection error; whatever
+    was being written was not committed, and trying again later can help."""
+
+    retryable = True
+
+
+class LeaseLost(DialwatchError):
+    """A write for an account was refused: this replica's lease on it is no longer
+    current (another replica took the account over). Nothing was written."""
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+        super().__init__(f"the lease on account {account!r} is held by another replica now")
 
 
 class ProviderError(DialwatchError):

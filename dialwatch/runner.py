@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -15,18 +15,21 @@ import aiohttp
 import structlog
 
 from dialwatch import __version__
+from dialwatch.alerting.routing import targets_for
 from dialwatch.clock import Clock, SystemClock
+from dialwatch.cluster.leases import LeaseKeeper
+from dialwatch.cluster.outage import StateHealth, state_alert
 from dialwatch.delivery.notifier import AppriseNotifier, Notifier
 from dialwatch.delivery.outbox import deliver_due
-from dialwatch.errors import ConfigError
+from dialwatch.errors import ConfigError, DialwatchError, LeaseLost, StateUnavailable
 from dialwatch.logs import REDACTOR
-from dialwatch.pipeline.cycle import CycleReport, Watcher, run_checks, run_cycle
+from dialwatch.pipeline.cycle import UNHEALTHY_ALERT, CycleReport, Watcher, run_checks, run_cycle
 from dialwatch.providers import DEFAULT_PROVIDER, open_provider
 from dialwatch.providers.http import Sleep
 from dialwatch.rules.loading import load_rules
 from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, RulesFile
 from dialwatch.settings import Settings
-from dialwatch.store import Store, open_store
+from dialwatch.store import Fence, Store, open_store, shown_location
 from dialwatch.web.metrics import Metrics
 
 log = structlog.get_logger("dialwatch.runner")
@@ -50,6 +53,12 @@ class Fleet:
     accounts: dict[str, Account] = field(default_factory=dict)
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The accounts this replica holds the lease of (-> token), and their check loops.
+    held: dict[str, int] = field(default_factory=dict)
+    loops: dict[str, tuple[Watcher, asyncio.Event, asyncio.Task[None]]] = field(
+        default_factory=dict
+    )
+    state: StateHealth = field(default_factory=StateHealth)
 
     def apply(self, rules: RulesFile) -> None:
         """Run `rules` from now on: new and changed accounts get new watchers, removed
@@ -72,6 +81,76 @@ class Fleet:
 
     def all(self) -> list[Watcher]:
         return list(self.watchers.values())
+
+    def checked(self) -> list[Watcher]:
+        """The watchers of the accounts this replica holds."""
+        return [w for name, w in self.watchers.items() if name in self.held]
+
+    def hold(self, held: dict[str, int]) -> None:
+        """From now on this replica checks exactly the accounts of `held`, each write
+        fenced by its lease's token."""
+        for name, watcher in self.watchers.items():
+            token = held.get(name)
+            watcher.fence = Fence(self.settings.replica, token) if token else None
+        if held != self.held:
+            log.info("lease.held", replica=self.settings.replica, accounts=sorted(held))
+            self.held = dict(held)
+            self.changed.set()
+        self.metrics.observe_leases(self.settings.replica, set(held), list(self.watchers))
+
+    def lose(self, account: str) -> None:
+        """A write found the lease on `account` taken over: stop checking it."""
+        self.held.pop(account, None)
+        if account in self.watchers:
+            self.watchers[account].fence = None
+        self.metrics.observe_leases(self.settings.replica, set(self.held), list(self.watchers))
+        self.changed.set()
+
+    async def stop_checking(self, accounts: Sequence[str]) -> None:
+        """Stop the check loops of `accounts` and wait until they have stopped."""
+        stopping = [self.loops.pop(name) for name in accounts if name in self.loops]
+        for _, halt, _ in stopping:
+            halt.set()
+        await asyncio.gather(*(task for _, _, task in stopping), return_exceptions=True)
+
+    def lease_tick(self) -> float:
+        """How often leases are renewed and rebalanced: well inside their TTL, and no
+        slower than the quickest account's interval (so a handover takes one)."""
+        intervals = [w.interval.total_seconds() for w in self.watchers.values()]
+        ttl = self.settings.lease_ttl.total_seconds()
+        return max(0.5, min([ttl / 3, *intervals]))
+
+    def state_ok(self) -> None:
+        if self.state.recovered(self.clock.now()) and self.state.alerted:
+            self.state.alerted = False
+            asyncio.get_running_loop().create_task(self._state_alert(firing=False))
+
+    async def state_down(self, error: DialwatchError) -> None:
+        """The store cannot be reached: say so once, and after `unhealthy_after` alert
+        directly (the outbox is in the store), once per outage."""
+        now = self.clock.now()
+        self.state.failed(now, str(error), self.settings.replica)
+        if (
+            not self.state.alerted
+            and self.state.down_for(now) >= self.rules.defaults.unhealthy_after
+        ):
+            self.state.alerted = True
+            await self._state_alert(firing=True)
+
+    async def _state_alert(self, *, firing: bool) -> None:
+        where = shown_location(self.settings.state.get_secret_value())
+        message = state_alert(
+            self.settings.replica, where, firing, self.state.since, self.clock.now()
+        )
+        channels = targets_for(self.rules, UNHEALTHY_ALERT, "watcher_unhealthy", "critical", "", "")
+        for target in channels:
+            error = await self.notifier.send(target.channel, message)
+            if error is None:
+                log.info("notify.sent", channel=target.channel, alert=UNHEALTHY_ALERT, direct=True)
+            else:
+                log.error(
+                    "notify.failed", channel=target.channel, alert=UNHEALTHY_ALERT, error=error
+                )
 
     async def check(self, *, dry_run: bool = False) -> list[CycleReport]:
         """Check every account once, at the same time."""
@@ -122,50 +201,84 @@ def reload_rules(fleet: Fleet, path: Path) -> bool:
 
 
 async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
-    """Check each account on its own schedule until `stop` is set; deliver the outbox
-    alongside. A slow or failing account never delays another."""
+    """Check, on its own schedule, each account whose lease this replica holds, until
+    `stop` is set; keep the leases and deliver the outbox alongside. A slow or failing
+    account never delays another. On the way out the leases are given back, so other
+    replicas take the accounts over at their next tick."""
     # A restart is often the fix for a broken channel: try what is pending at once.
     await fleet.store.retry_now(fleet.clock.now())
     log.info(
         "service.started",
         version=__version__,
+        replica=fleet.settings.replica,
+        state=shown_location(fleet.settings.state.get_secret_value()),
         accounts={name: w.provider for name, w in fleet.watchers.items()},
         rules=[r.name for r in fleet.rules.rules],
         channels=list(fleet.rules.channels),
         pending_notifications=await fleet.store.pending_count(),
     )
+    keeper = LeaseKeeper(fleet.store, fleet.settings.replica, fleet.settings.lease_ttl)
     delivery = asyncio.create_task(_delivery_loop(fleet, stop))
-    loops: dict[str, tuple[Watcher, asyncio.Event, asyncio.Task[None]]] = {}
-    while True:
+    leases = asyncio.create_task(_lease_loop(fleet, keeper, stop))
+    while not stop.is_set():
         fleet.changed.clear()
-        for name, (watcher, halt, _) in list(loops.items()):
-            if fleet.watchers.get(name) is not watcher or stop.is_set():
-                halt.set()
-                del loops[name]
-        if stop.is_set():
-            break
+        for name, (watcher, _, task) in list(fleet.loops.items()):
+            if fleet.watchers.get(name) is not watcher or name not in fleet.held or task.done():
+                await fleet.stop_checking([name])
         for name, watcher in fleet.watchers.items():
-            if name not in loops:
+            if name in fleet.held and name not in fleet.loops:
                 halt = asyncio.Event()
-                task = asyncio.create_task(_account_loop(watcher, halt))
-                loops[name] = (watcher, halt, task)
+                task = asyncio.create_task(_account_loop(fleet, watcher, halt))
+                fleet.loops[name] = (watcher, halt, task)
         await _first(stop.wait(), fleet.changed.wait())
-    tasks = [task for _, _, task in loops.values()]
-    for _, halt, _ in loops.values():
-        halt.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await fleet.stop_checking(list(fleet.loops))
     await _until_done_or_stopped(delivery, stop)
-    log.info("service.stopped", pending_notifications=await fleet.store.pending_count())
+    await _until_done_or_stopped(leases, stop)
+    try:
+        await keeper.leave()
+        pending = await fleet.store.pending_count()
+    except StateUnavailable:
+        pending = None  # the leases lapse by themselves after DIALWATCH_LEASE_TTL
+    log.info("service.stopped", pending_notifications=pending)
 
 
-async def _account_loop(watcher: Watcher, halt: asyncio.Event) -> None:
+async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) -> None:
+    """Hold this replica's share of the leases; hand the fences to the watchers."""
+    loop = asyncio.get_running_loop()
+    ttl_s = fleet.settings.lease_ttl.total_seconds()
+    renewed_at: float | None = None
+    while not stop.is_set():
+        try:
+            share = await keeper.tick(list(fleet.watchers))
+            renewed_at = loop.time()
+            fleet.state_ok()
+            await fleet.stop_checking(share.surplus)
+            await keeper.give_back(share.surplus)
+            fleet.hold(share.held)
+        except StateUnavailable as exc:
+            await fleet.state_down(exc)
+            if renewed_at is not None and loop.time() - renewed_at >= ttl_s:
+                # Unrenewed leases have expired: other replicas may hold them now.
+                fleet.hold({})
+        await _first(stop.wait(), fleet.changed.wait(), limit_s=fleet.lease_tick())
+
+
+async def _account_loop(fleet: Fleet, watcher: Watcher, halt: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     step_s = watcher.interval.total_seconds()
     while not halt.is_set():
         started = loop.time()
         watcher.health.loop_tick = watcher.clock.now()
         check = asyncio.create_task(run_cycle(watcher))
-        await _until_done_or_stopped(check, halt)
+        await _until_done_or_stopped(check, halt, expected=(LeaseLost, StateUnavailable))
+        if not check.cancelled() and isinstance(error := check.exception(), LeaseLost):
+            log.warning("lease.lost", account=watcher.account, why="another replica holds it")
+            fleet.lose(watcher.account)
+            return
+        if not check.cancelled() and isinstance(error, StateUnavailable):
+            await fleet.state_down(error)
+        elif not check.cancelled() and error is None:
+            fleet.state_ok()
         # Drift-free: the next check starts `interval` after this one started.
         wait = max(0.0, step_s - (loop.time() - started))
         with contextlib.suppress(TimeoutError):
@@ -180,8 +293,13 @@ async def _first(*waits: Any, limit_s: float | None = None) -> None:
         task.cancel()
 
 
-async def _until_done_or_stopped(task: asyncio.Task[Any], stop: asyncio.Event) -> None:
-    """Await `task`; once `stop` is set, give it SHUTDOWN_GRACE seconds, then cancel it."""
+async def _until_done_or_stopped(
+    task: asyncio.Task[Any],
+    stop: asyncio.Event,
+    expected: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Await `task`; once `stop` is set, give it SHUTDOWN_GRACE seconds, then cancel it.
+    An error of the `expected` kinds is left to the caller; any other is logged."""
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
@@ -191,7 +309,8 @@ async def _until_done_or_stopped(task: asyncio.Task[Any], stop: asyncio.Event) -
             log.warning("service.cancelled_in_flight", grace_s=SHUTDOWN_GRACE)
             task.cancel()
             await asyncio.wait({task})
-    if not task.cancelled() and (error := task.exception()) is not None:
+    error = None if task.cancelled() else task.exception()
+    if error is not None and not isinstance(error, expected):
         # A bug, not an API failure (those are handled in the cycle): log it, keep running.
         log.error("service.task_failed", error=repr(error), exc_info=error)
 
@@ -199,19 +318,23 @@ async def _until_done_or_stopped(task: asyncio.Task[Any], stop: asyncio.Event) -
 async def _delivery_loop(fleet: Fleet, stop: asyncio.Event) -> None:
     while not stop.is_set():
         fleet.wake_delivery.clear()
-        now = fleet.clock.now()
+        wait = 30.0
         try:
-            delivery = await deliver_due(fleet.store, fleet.notifier, now)
+            delivery = await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
             fleet.metrics.observe_delivery(delivery)
+            next_at = await fleet.store.next_attempt_at()
+            fleet.state_ok()
+            if next_at is not None:
+                wait = min(wait, max(0.2, (next_at - fleet.clock.now()).total_seconds()))
+        except StateUnavailable as exc:
+            await fleet.state_down(exc)
+            wait = fleet.lease_tick()
         except Exception:  # one bad send must not end delivery for good
             log.exception("notify.loop_error")
-        next_at = await fleet.store.next_attempt_at()
-        wait = 30.0
-        if next_at is not None:
-            wait = min(wait, max(0.2, (next_at - fleet.clock.now()).total_seconds()))
         await _first(fleet.wake_delivery.wait(), stop.wait(), limit_s=wait)
     # Last chance for what the final checks queued.
-    await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
+    with contextlib.suppress(StateUnavailable):
+        await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
 
 
 @contextlib.asynccontextmanager
@@ -227,7 +350,7 @@ async def open_fleet(
     """Build the service from settings: HTTP session, a provider per account, the state
     store and apprise. `interval` overrides every account's (the demo's quick pace)."""
     accounts_of(rules, settings)  # fails before anything is opened
-    store = await open_store(settings.state)
+    store = await open_store(settings.state.get_secret_value(), settings.replica)
     metrics = Metrics()
     wake = asyncio.Event()
     try:

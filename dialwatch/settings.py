@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import PlainValidator, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
@@ -23,6 +32,33 @@ def check_interval(value: object) -> timedelta:
     if delta < timedelta(seconds=1):
         raise ValueError("must be at least 1s")
     return delta
+
+
+def _text(value: object) -> object:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _lease_ttl(value: object) -> timedelta:
+    delta = parse_duration(value)
+    if delta < timedelta(seconds=3):
+        raise ValueError("must be at least 3s")
+    return delta
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(location: str | Path) -> bool:
+    """Whether a DIALWATCH_STATE value names a PostgreSQL database (else a SQLite file)."""
+    return str(location).startswith(POSTGRES_SCHEMES)
+
+
+def default_replica(location: str | Path = "") -> str:
+    """This process's name in a cluster: its host name and pid. A SQLite file is one
+    host's, so there it is the host name alone: a restarted process is the same replica
+    and takes its accounts back at once instead of waiting for its old leases to lapse."""
+    host = socket.gethostname()
+    return f"{host}-{os.getpid()}" if is_postgres(location) else host
 
 
 def check_base_url(value: str) -> str:
@@ -60,7 +96,13 @@ class Settings(BaseSettings):
     base_url: str = "https://getdial.ai"
     rules: Path = Path("rules.yaml")
     interval: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(seconds=60)
-    state: Path = Path("dialwatch.db")
+    # A SQLite file path, or a PostgreSQL URL (postgresql://user:password@host/db) that
+    # several replicas share. A SecretStr: a URL may carry a password.
+    state: Annotated[SecretStr, BeforeValidator(_text)] = SecretStr("dialwatch.db")
+    replica_name: str | None = Field(
+        default=None, alias="DIALWATCH_REPLICA", min_length=1, max_length=128
+    )
+    lease_ttl: Annotated[timedelta, PlainValidator(_lease_ttl)] = timedelta(seconds=30)
     outbox_expiry: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(hours=24)
     ledger_overlap: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(minutes=10)
     listen: str = "0.0.0.0:9090"
@@ -81,6 +123,11 @@ class Settings(BaseSettings):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError('must be HOST:PORT (e.g. 0.0.0.0:9090, [::]:9090) or "off"')
         return value
+
+    @property
+    def replica(self) -> str:
+        """DIALWATCH_REPLICA, or by default the host name (and pid, for PostgreSQL)."""
+        return self.replica_name or default_replica(self.state.get_secret_value())
 
     @property
     def listen_address(self) -> tuple[str, int] | None:

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("delivery",),
     ("store",),
     ("pipeline",),
+    ("cluster",),
     ("web",),
     ("runner", "demo", "cli", "__main__"),
 )

@@ -30,7 +30,7 @@ def test_settings_read_the_documented_variables(monkeypatch: pytest.MonkeyPatch)
     assert settings.base_url == "http://127.0.0.1:8080"
     assert str(settings.rules) == "/etc/dialwatch/rules.yaml"
     assert settings.interval == timedelta(minutes=1)
-    assert str(settings.state) == "/data/dialwatch.db"
+    assert settings.state.get_secret_value() == "/data/dialwatch.db"
     assert (settings.effective_log_format, settings.log_level) == ("json", "debug")
 
 

@@ -57,11 +57,22 @@ class OutboxRow:
 
 
 class OutboxStore(Protocol):
-    """The outbox's side of the Store, as delivery uses it."""
+    """The outbox's side of the Store, as delivery uses it. Several replicas may deliver
+    from one outbox: a channel is claimed by one replica at a time (with an expiry, so
+    a dead replica's claim passes to another), which keeps its messages in order and
+    sends each once."""
 
     async def due(self, now: datetime) -> list[OutboxRow]:
-        """Undelivered notifications of every channel whose oldest one is due, in order."""
+        """Undelivered notifications of every channel whose oldest one is due, in order,
+        of the channels this replica could claim."""
         ...
+
+    async def still_claimed(self, channel: str) -> bool:
+        """Whether this replica still holds `channel` (and extends the claim): checked
+        before each send, so a replica that was paused past its claim sends nothing."""
+        ...
+
+    async def release_claim(self, channel: str) -> None: ...
 
     async def mark_delivered(self, row_id: int, now: datetime) -> None: ...
 
@@ -135,8 +146,24 @@ async def _deliver_channel(
     now: datetime,
     report: DeliveryReport,
 ) -> None:
+    try:
+        await _deliver_rows(store, notifier, rows, now, report)
+    finally:
+        await store.release_claim(rows[0].channel)
+
+
+async def _deliver_rows(
+    store: OutboxStore,
+    notifier: Notifier,
+    rows: list[OutboxRow],
+    now: datetime,
+    report: DeliveryReport,
+) -> None:
     for row in rows:
         bound = log.bind(channel=row.channel, alert=row.alert, decision=row.decision)
+        if not await store.still_claimed(row.channel):
+            bound.warning("notify.claim_lost", why="another replica delivers this channel now")
+            return
         if row.held:
             kept = await _still_news(store, row)
             if not kept:

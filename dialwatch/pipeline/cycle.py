@@ -31,7 +31,7 @@ from dialwatch.pipeline.events import digests_due, item_events
 from dialwatch.pipeline.ledger import LedgerSync, sync_ledger
 from dialwatch.providers import REGISTRY, Provider
 from dialwatch.rules.schema import LEDGER_KINDS, Rule, RulesFile
-from dialwatch.store import Store
+from dialwatch.store import Fence, Store
 from dialwatch.units import Money
 
 __all__ = ["AUTH_ALERT", "UNHEALTHY_ALERT", "CycleReport", "Watcher", "run_checks", "run_cycle"]
@@ -71,6 +71,9 @@ class Watcher:
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     health: Health = field(default_factory=Health)
     metrics: CycleObserver | None = None
+    # Where replicas share the store: this replica's lease on the account. Every write
+    # of a check carries it, so a replica that lost the account writes nothing.
+    fence: Fence | None = None
 
     @property
     def account(self) -> str:
@@ -197,6 +200,7 @@ async def _commit(
             (o.spec.name, o.decision.value) for o in outcomes if o.decision is not Decision.NONE
         ],
         digests=digests,
+        fence=w.fence,
     )
 
 
@@ -225,7 +229,7 @@ async def _sync_ledger(
     if not any(isinstance(rule, LEDGER_KINDS) for rule in active) or isinstance(error, AuthError):
         return None, None
     try:
-        return await sync_ledger(w.source, w.store, active, now, w.ledger_overlap), None
+        return await sync_ledger(w.source, w.store, active, now, w.ledger_overlap, w.fence), None
     except ProviderError as exc:
         bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")
         return None, exc

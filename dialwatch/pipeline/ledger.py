@@ -20,7 +20,7 @@ import structlog
 from dialwatch.model import ActivityStats, LedgerItem
 from dialwatch.rules.evaluate import history_needed, item_matches
 from dialwatch.rules.schema import ItemRule, LedgerEvent, Rule, UsageItem
-from dialwatch.store import LedgerCheckpoint, Store
+from dialwatch.store import Fence, LedgerCheckpoint, Store
 
 log = structlog.get_logger("dialwatch.ledger")
 
@@ -55,6 +55,7 @@ async def sync_ledger(
     rules: tuple[Rule, ...],
     now: datetime,
     overlap: timedelta,
+    fence: Fence | None = None,
 ) -> LedgerSync:
     """Read what is new in the ledger into the store; raises ProviderError."""
     account = source.account
@@ -84,9 +85,9 @@ async def sync_ledger(
             newest = max(newest, batch[0].occurred_at)
         pending += batch
         if len(pending) >= STORE_BATCH:
-            new += await store.add_ledger_items(account, pending, matching(pending))
+            new += await store.add_ledger_items(account, pending, matching(pending), fence)
             pending = []
-    new += await store.add_ledger_items(account, pending, matching(pending))
+    new += await store.add_ledger_items(account, pending, matching(pending), fence)
     # Keep what the window rules need, and everything the next read re-reads.
     keep_since = min(now - history, newest - overlap)
     log.debug(

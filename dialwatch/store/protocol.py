@@ -9,7 +9,7 @@ worst, never loses one. Every method is a coroutine: no backend blocks the event
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +30,24 @@ class LedgerCheckpoint:
     newest: datetime
     keep_since: datetime  # items older than this are no longer needed by any rule
     delivered_rules: tuple[str, ...]  # item rules whose matches became messages
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A replica's right to write for one account: the token of its lease. A write that
+    carries a fence commits only while the token is current, else raises LeaseLost."""
+
+    replica: str
+    token: int
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """A replica of the cluster as the database last saw it."""
+
+    name: str
+    last_seen: datetime
+    accounts: tuple[str, ...]  # the accounts whose lease it holds
 
 
 class Store(OutboxStore, Protocol):
@@ -67,11 +85,13 @@ class Store(OutboxStore, Protocol):
         group_wait: timedelta = timedelta(0),
         decisions: Iterable[tuple[str, str]] = (),
         digests: Iterable[tuple[str, datetime]] = (),
+        fence: Fence | None = None,
     ) -> None:
         """Record one check's outcome and queue its notifications, atomically.
 
         A channel's notifications of one check become one message. With `group_wait`,
         that message waits so long, and later checks add to it until it goes out.
+        With a `fence`, nothing is written unless its lease is current (LeaseLost).
         """
         ...
 
@@ -81,12 +101,16 @@ class Store(OutboxStore, Protocol):
         ...
 
     async def add_ledger_items(
-        self, account: str, items: list[LedgerItem], matches: dict[str, list[str]] | None
+        self,
+        account: str,
+        items: list[LedgerItem],
+        matches: Mapping[str, Sequence[str]] | None,
+        fence: Fence | None = None,
     ) -> int:
         """Store items not seen before, and for each new one the item rules it matches
         (`matches`: item key -> rule names; None while backfilling history). Returns
         how many were new. Until the check commits its cursor, a crash only means these
-        are read again."""
+        are read again. Fenced like `commit_check`."""
         ...
 
     async def spend(
@@ -154,3 +178,35 @@ class Store(OutboxStore, Protocol):
     async def pending_by_channel(self) -> dict[str, int]: ...
 
     async def pending_count(self) -> int: ...
+
+    # The cluster: replicas, and a lease per account (times by the database's clock).
+    async def heartbeat(self, replica: str) -> None:
+        """Record that `replica` is alive now."""
+        ...
+
+    async def replicas(self, seen_within: timedelta) -> list[ReplicaInfo]:
+        """The replicas seen within `seen_within`, with the accounts each holds."""
+        ...
+
+    async def leave(self, replica: str) -> None:
+        """`replica` stops: its leases are released and it is no longer listed."""
+        ...
+
+    async def renew_leases(self, replica: str, ttl: timedelta) -> dict[str, int]:
+        """Extend every lease `replica` holds by `ttl`; returns account -> token."""
+        ...
+
+    async def free_accounts(self, accounts: Sequence[str]) -> list[str]:
+        """Those of `accounts` that no replica holds (no lease, or an expired one)."""
+        ...
+
+    async def acquire_leases(
+        self, replica: str, accounts: Sequence[str], ttl: timedelta
+    ) -> dict[str, int]:
+        """Take the leases of those `accounts` that are still free, each with a new,
+        larger token; returns what was taken (another replica may win a race)."""
+        ...
+
+    async def release_leases(self, replica: str, accounts: Sequence[str]) -> None:
+        """Let go of these leases now (graceful handover); the next holder's token grows."""
+        ...

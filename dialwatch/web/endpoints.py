@@ -13,18 +13,29 @@ from dialwatch.web.metrics import Metrics
 from dialwatch.web.status_page import render_status_page
 
 Watchers = Callable[[], list[Watcher]]
+StateProblem = Callable[[], str | None]
 WATCHERS: web.AppKey[Watchers] = web.AppKey("watchers")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+STATE: web.AppKey[StateProblem] = web.AppKey("state")
+CHECKED: web.AppKey[Watchers] = web.AppKey("checked")
 # A check with every retry and backoff takes about two minutes at worst.
 SLOWEST_CHECK = timedelta(minutes=2)
 
 
-def make_app(watchers: Watchers, metrics: Metrics) -> web.Application:
-    """The endpoints over the accounts `watchers()` returns (it changes on reload), and
-    the service's `metrics`."""
+def make_app(
+    watchers: Watchers,
+    metrics: Metrics,
+    state_problem: StateProblem = lambda: None,
+    checked: Watchers | None = None,
+) -> web.Application:
+    """The endpoints over the accounts `watchers()` returns (it changes on reload), of
+    which this replica checks `checked()` (default: all), the service's `metrics`, and
+    `state_problem()`: why the state store cannot be reached, if it cannot."""
     app = web.Application()
     app[WATCHERS] = watchers
+    app[CHECKED] = checked or watchers
     app[METRICS] = metrics
+    app[STATE] = state_problem
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -40,9 +51,10 @@ async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    """200 while every account's check loop is alive: it started an iteration recently."""
+    """200 while the check loop of every account this replica holds is alive: it started
+    an iteration recently."""
     problems = []
-    for watcher in request.app[WATCHERS]():
+    for watcher in request.app[CHECKED]():
         tick = watcher.health.loop_tick
         if tick is None:
             problems.append(f"{watcher.account}: starting, no check has begun yet")
@@ -56,9 +68,14 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """200 while every account's last successful check is younger than three intervals."""
+    """200 while the state store answers and every account this replica checks had a
+    successful check within three intervals."""
     lines, ready = [], True
-    for watcher in request.app[WATCHERS]():
+    problem = request.app[STATE]()
+    if problem is not None:
+        ready = False
+        lines.append(f"state: not ready: the state store is unavailable ({problem})")
+    for watcher in request.app[CHECKED]():
         health, account = watcher.health, watcher.account
         if health.last_success is None:
             ready = False

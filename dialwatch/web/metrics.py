@@ -60,6 +60,14 @@ class Metrics:
             "dialwatch_notifications_pending", "Undelivered notifications in the outbox",
             ["channel"], registry=r,
         )  # fmt: skip
+        self.lease_held = Gauge(
+            "dialwatch_lease_held", "1 for each account whose lease this replica holds",
+            ["account"], registry=r,
+        )  # fmt: skip
+        self.replica_info = Gauge(
+            "dialwatch_replica_info", "This replica's name, as the value 1", ["replica"],
+            registry=r,
+        )  # fmt: skip
         self.alert_state = Gauge(
             "dialwatch_alert_state", "1 for the state each alert is in, 0 for the others",
             ["account", "rule", "state"], registry=r,
@@ -93,6 +101,11 @@ class Metrics:
             for status in Status:
                 value = 1 if outcome.state.status is status else 0
                 self.alert_state.labels(account, outcome.spec.name, status.value).set(value)
+
+    def observe_leases(self, replica: str, held: set[str], accounts: list[str]) -> None:
+        self.replica_info.labels(replica).set(1)
+        for account in accounts:
+            self.lease_held.labels(account).set(1 if account in held else 0)
 
     def observe_delivery(self, report: DeliveryReport) -> None:
         for row in report.delivered:

@@ -14,9 +14,11 @@ from dialwatch.alerting.silences import Silence
 from dialwatch.delivery.outbox import OutboxRow
 from dialwatch.pipeline.cycle import Watcher
 from dialwatch.providers import REGISTRY
+from dialwatch.store import ReplicaInfo
 from dialwatch.units import Money
 
 DAYS = 7
+REPLICAS_SHOWN = timedelta(days=1)  # replicas seen this recently are listed
 WIDTH, HEIGHT, PAD = 640, 180, 36
 
 
@@ -28,6 +30,7 @@ async def render_status_page(watchers: Sequence[Watcher], now: datetime) -> str:
     balances = {w.account: await store.last_balance(w.account) for w in watchers}
     sections = [await _account_section(w, now, balances[w.account]) for w in watchers]
     silences = await store.silences(now)
+    replicas = await store.replicas(seen_within=REPLICAS_SHOWN)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="60">
@@ -45,6 +48,8 @@ td, th {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee;
 <p class="muted">Page generated {_when(now)}.</p>
 {_accounts_table(watchers, balances)}
 {"".join(sections)}
+<h2>Replicas</h2>
+{_replicas_table(replicas)}
 <h2>Silences</h2>
 {_silences_table(silences)}
 <h2>Last notifications</h2>
@@ -175,6 +180,20 @@ def _firing_table(
         for name, state in firing
     )
     return f'<table id="firing-{escape(account)}"><tr><th>Rule</th><th>Severity</th><th>Since</th></tr>{rows}</table>'
+
+
+def _replicas_table(replicas: list[ReplicaInfo]) -> str:
+    if not replicas:
+        return '<p id="replicas">No replica has reported yet.</p>'
+    rows = "".join(
+        f"<tr><td>{escape(r.name)}</td><td>{_when(r.last_seen)}</td>"
+        f"<td>{escape(', '.join(r.accounts)) or '-'}</td></tr>"
+        for r in replicas
+    )
+    return (
+        '<table id="replicas"><tr><th>Replica</th><th>Last seen</th><th>Holds</th></tr>'
+        f"{rows}</table>"
+    )
 
 
 def _silences_table(silences: list[Silence]) -> str:

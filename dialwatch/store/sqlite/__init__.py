@@ -7,7 +7,7 @@ have modules of their own, and `schema.py` holds the schema and the connection.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.lifecycle import AlertState, Status
@@ -15,16 +15,16 @@ from dialwatch.alerting.silences import Silence
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.delivery.messages import Message
 from dialwatch.delivery.outbox import OutboxEntry
-from dialwatch.store.protocol import LedgerCheckpoint
+from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.sql import HISTORY_KEPT, HISTORY_STEP_US, alert_state
+from dialwatch.store.sqlite.cluster import ClusterTables, check_fence
 from dialwatch.store.sqlite.ledger import LedgerTables
 from dialwatch.store.sqlite.outbox import OutboxTables
+from dialwatch.store.sqlite.schema import Row
 from dialwatch.units import Money
 
-HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
-HISTORY_KEPT = timedelta(days=8)
 
-
-class SqliteStore(LedgerTables, OutboxTables):
+class SqliteStore(LedgerTables, OutboxTables, ClusterTables):
     """All of dialwatch's state in one SQLite file (see `store.protocol.Store`)."""
 
     async def alert_states(self, account: str) -> dict[str, AlertState]:
@@ -33,15 +33,7 @@ class SqliteStore(LedgerTables, OutboxTables):
             "FROM alerts WHERE account = ?",
             (account,),
         )
-        return {
-            rule: AlertState(
-                Status(status),
-                from_iso(since) if since else None,
-                from_iso(notified) if notified else None,
-                count,
-            )
-            for rule, status, since, notified, count in rows
-        }
+        return {rule: alert_state(*state) for rule, *state in rows}
 
     async def failing_since(self, account: str) -> datetime | None:
         row = await self._one("SELECT since FROM failing WHERE account = ?", (account,))
@@ -64,12 +56,14 @@ class SqliteStore(LedgerTables, OutboxTables):
         group_wait: timedelta = timedelta(0),
         decisions: Iterable[tuple[str, str]] = (),
         digests: Iterable[tuple[str, datetime]] = (),
+        fence: Fence | None = None,
     ) -> None:
         entries = list(outbox)
 
         def commit(db: sqlite3.Connection) -> None:
             stamp = to_iso(now)
             with self._transaction(db):
+                check_fence(db, account, fence)
                 db.executemany(
                     "INSERT INTO alert_log VALUES (?, ?, ?, ?)",
                     [(account, rule, decision, stamp) for rule, decision in decisions],
@@ -162,6 +156,18 @@ class SqliteStore(LedgerTables, OutboxTables):
             Silence(id, rule, account, from_iso(ends), reason, from_iso(created))
             for id, rule, account, ends, reason, created in rows
         ]
+
+    async def dump(self, tables: Sequence[str]) -> dict[str, tuple[list[str], list[Row]]]:
+        """Every row of `tables`, with the column names (to copy the state elsewhere)."""
+
+        def read(db: sqlite3.Connection) -> dict[str, tuple[list[str], list[Row]]]:
+            dumped = {}
+            for table in tables:
+                cursor = db.execute(f"SELECT * FROM {table}")
+                dumped[table] = ([c[0] for c in cursor.description], cursor.fetchall())
+            return dumped
+
+        return await self._run(read)
 
     async def end_silence(self, silence_id: int, now: datetime) -> bool:
         cursor = await self._write(

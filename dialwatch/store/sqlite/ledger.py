@@ -7,46 +7,14 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
+from dialwatch.clock import from_iso, to_iso, to_micros
 from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.rules.schema import Match
-from dialwatch.store.protocol import LedgerCheckpoint
+from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.sql import LEDGER_COLUMNS, TOP, ledger_item, spend_filter
+from dialwatch.store.sqlite.cluster import check_fence
 from dialwatch.store.sqlite.schema import Database
 from dialwatch.units import Money
-
-TOP = 3  # contributors listed in a spend message
-_LEDGER_COLUMNS = ", ".join(("account", *LedgerItem._fields))
-
-
-def _spend_filter(
-    account: str,
-    since: datetime,
-    currency: str,
-    match: Match | None = None,
-    until: datetime | None = None,
-) -> tuple[str, list[object]]:
-    """The WHERE clause (and its parameters) selecting spend items in `currency` for a
-    spend query."""
-    # Keys start with the item's time in fixed-width hex: the primary key is the
-    # time index, and no second index slows every insert.
-    where = f"account = ? AND key >= ? AND type IN {SPEND_TYPES!r} AND currency = ?"
-    params: list[object] = [account, time_key(since), currency]
-    if until is not None:
-        where += " AND key < ?"
-        params.append(time_key(until))
-    if match is not None:
-        for column, value, op in (
-            ("fare", match.fare, "GLOB"),
-            ("number", match.number, "="),
-            ("attribution", match.attribution, "="),
-            ("action", match.action, "GLOB"),
-            ("description", match.description, "GLOB"),
-            ("zone", match.zone, "="),
-        ):
-            if value is not None:
-                where += f" AND {column} {op} ?"
-                params.append(value)
-    return where, params
 
 
 class LedgerTables(Database):
@@ -74,11 +42,15 @@ class LedgerTables(Database):
         return from_iso(row[0]) if row else None
 
     async def add_ledger_items(
-        self, account: str, items: list[LedgerItem], matches: Mapping[str, Sequence[str]] | None
+        self,
+        account: str,
+        items: list[LedgerItem],
+        matches: Mapping[str, Sequence[str]] | None,
+        fence: Fence | None = None,
     ) -> int:
         if not items:
             return 0
-        return await self._run(lambda db: self._add_items(db, account, items, matches))
+        return await self._run(lambda db: self._add_items(db, account, items, matches, fence))
 
     def _add_items(
         self,
@@ -86,6 +58,7 @@ class LedgerTables(Database):
         account: str,
         items: list[LedgerItem],
         matches: Mapping[str, Sequence[str]] | None,
+        fence: Fence | None,
     ) -> int:
         # These rows need no fsync of their own: until the check commits its cursor
         # (with a full sync), a crash only means they are read again.
@@ -103,8 +76,9 @@ class LedgerTables(Database):
             db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._transaction(db):
+                check_fence(db, account, fence)
                 db.executemany(
-                    f"INSERT INTO ledger ({_LEDGER_COLUMNS}) "
+                    f"INSERT INTO ledger ({LEDGER_COLUMNS}) "
                     f"VALUES ({', '.join('?' * (len(LedgerItem._fields) + 1))})",
                     [
                         (
@@ -161,7 +135,7 @@ class LedgerTables(Database):
     ) -> SpendSummary:
         """Spend in [since, until) among items that `match` selects, with the biggest
         contributors."""
-        where, params = _spend_filter(account, since, currency, match, until)
+        where, params = spend_filter(account, since, currency, match, until)
 
         def top(db: sqlite3.Connection, column: str) -> tuple[tuple[str, Money], ...]:
             rows = db.execute(
@@ -188,7 +162,7 @@ class LedgerTables(Database):
 
     async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
         """Spend since `since`, without the contributors (one query, not three)."""
-        where, params = _spend_filter(account, since, currency)
+        where, params = spend_filter(account, since, currency)
         row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
         assert row is not None
         return Money(row[0], currency)
@@ -225,6 +199,6 @@ def _item_matches(db: sqlite3.Connection, account: str, rule: str, limit: int) -
         "WHERE m.account = ? AND m.rule = ? ORDER BY l.occurred_at, l.key LIMIT ?",
         (account, rule, limit),
     )
-    shown = [LedgerItem(r[0], r[1], from_micros(r[2]), *r[3:]) for r in rows]
+    shown = [ledger_item(r) for r in rows]
     currency = shown[0].currency if shown else "USD"
     return ItemMatches(count, Money(total, currency), tuple(shown))

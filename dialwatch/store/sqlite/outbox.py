@@ -5,46 +5,28 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from dialwatch.alerting.lifecycle import Status
 from dialwatch.clock import from_iso, to_iso
-from dialwatch.delivery.messages import Message, combine
+from dialwatch.delivery.messages import Message
 from dialwatch.delivery.outbox import OutboxRow, Part
-from dialwatch.store.sqlite.schema import Database
-
-KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
-_UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
-# The oldest undelivered notification of each channel.
-_HEADS = f"SELECT MIN(id) FROM outbox WHERE {_UNDELIVERED} AND held = 0 GROUP BY channel"
-# What can be sent next: each channel's oldest message, and messages held by quiet hours
-# (those keep their own time and never block a channel's queue).
-_NEXT = f"id IN ({_HEADS}) OR (held = 1 AND {_UNDELIVERED})"
-
-
-_OUTBOX_COLUMNS = (
-    "id, alert, decision, channel, title, body, notify_type, created_at, expires_at, "
-    "attempts, last_error, delivered_at, expired_at, parts, held"
+from dialwatch.store.sql import (
+    CLAIM_TTL,
+    HEADS,
+    KEEP_DELIVERED,
+    NEXT,
+    OUTBOX_COLUMNS,
+    UNDELIVERED,
+    grouped,
+    new_parts,
+    outbox_row,
+    queue_times,
 )
+from dialwatch.store.sqlite.schema import NOW_US, Database
 
-
-def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
-    return OutboxRow(
-        id=r[0],
-        alert=r[1],
-        decision=r[2],
-        channel=r[3],
-        message=Message(r[4], r[5], r[6]),
-        created_at=from_iso(r[7]),
-        expires_at=from_iso(r[8]),
-        attempts=r[9],
-        last_error=r[10],
-        delivered_at=from_iso(r[11]) if r[11] else None,
-        expired_at=from_iso(r[12]) if r[12] else None,
-        parts=tuple(Part(p[0], p[1], Message(*p[2:])) for p in json.loads(r[13])),
-        held=bool(r[14]),
-    )
+CLAIM_TTL_US = CLAIM_TTL // timedelta(microseconds=1)
 
 
 class OutboxTables(Database):
@@ -52,7 +34,7 @@ class OutboxTables(Database):
 
     def _prune_outbox(self, db: sqlite3.Connection, now: datetime) -> None:
         db.execute(
-            f"DELETE FROM outbox WHERE created_at < ? AND NOT ({_UNDELIVERED})",
+            f"DELETE FROM outbox WHERE created_at < ? AND NOT ({UNDELIVERED})",
             (to_iso(now - KEEP_DELIVERED),),
         )
 
@@ -67,21 +49,15 @@ class OutboxTables(Database):
         group_wait: timedelta,
         hold_until: datetime | None,
     ) -> None:
-        waiting_alerts = self._waiting_alerts(db, channel)
-        parts = [
-            [alert, decision, *message]
-            for alert, decision, message in entries
-            # A reminder adds nothing while an earlier message about the alert still waits.
-            if not (decision == "repeat" and alert in waiting_alerts)
-        ]
+        parts = new_parts(entries, self._waiting_alerts(db, channel))
         if not parts:
             return
-        send_at = hold_until or now + group_wait
+        send_at, expires = queue_times(now, expires_at, group_wait, hold_until)
         waiting = None
         if send_at > now:
             # Join the message already waiting for the same moment on this channel.
             waiting = db.execute(
-                f"SELECT id, parts FROM outbox WHERE channel = ? AND {_UNDELIVERED} "
+                f"SELECT id, parts FROM outbox WHERE channel = ? AND {UNDELIVERED} "
                 "AND attempts = 0 AND held = ? AND next_attempt_at > ? "
                 + ("AND next_attempt_at = ? " if hold_until else "")
                 + "ORDER BY id DESC LIMIT 1",
@@ -90,10 +66,7 @@ class OutboxTables(Database):
             ).fetchone()
         if waiting is not None:
             parts = json.loads(waiting[1]) + parts
-        message = combine(account, [(p[0], Message(p[2], p[3], p[4])) for p in parts])
-        alert = ",".join(dict.fromkeys(p[0] for p in parts))
-        decision = parts[0][1] if len(parts) == 1 else "group"
-        values = (alert, decision, *message, json.dumps(parts))
+        values = grouped(account, parts)
         if waiting is not None:
             db.execute(
                 "UPDATE outbox SET alert = ?, decision = ?, title = ?, body = ?, "
@@ -109,7 +82,7 @@ class OutboxTables(Database):
                 *values,
                 channel,
                 to_iso(now),
-                to_iso(max(expires_at, send_at + (expires_at - now))),
+                to_iso(expires),
                 to_iso(send_at),
                 int(hold_until is not None),
             ),
@@ -121,13 +94,23 @@ class OutboxTables(Database):
         A channel's messages wait behind its oldest undelivered one, so a channel that
         comes back receives them in the order they were written.
         """
-        rows = await self._all(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {_UNDELIVERED} AND ("
-            f"(held = 0 AND channel IN (SELECT channel FROM outbox WHERE id IN ({_HEADS}) "
-            "AND next_attempt_at <= ?)) OR (held = 1 AND next_attempt_at <= ?)) ORDER BY id",
-            (to_iso(now), to_iso(now)),
-        )
-        return [_outbox_row(r) for r in rows]
+
+        def claim(db: sqlite3.Connection) -> list[OutboxRow]:
+            with self._transaction(db):
+                rows = [
+                    outbox_row(r)
+                    for r in db.execute(
+                        f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {UNDELIVERED} AND ("
+                        f"(held = 0 AND channel IN (SELECT channel FROM outbox WHERE id IN "
+                        f"({HEADS}) AND next_attempt_at <= ?)) "
+                        "OR (held = 1 AND next_attempt_at <= ?)) ORDER BY id",
+                        (to_iso(now), to_iso(now)),
+                    )
+                ]
+                claimed = self._claim_channels(db, sorted({row.channel for row in rows}))
+            return [row for row in rows if row.channel in claimed]
+
+        return await self._run(claim)
 
     async def mark_delivered(self, row_id: int, now: datetime) -> None:
         await self._write(
@@ -152,7 +135,7 @@ class OutboxTables(Database):
     def _waiting_alerts(db: sqlite3.Connection, channel: str) -> set[str]:
         rows = db.execute(
             "SELECT DISTINCT json_extract(part.value, '$[0]') FROM outbox, "
-            f"json_each(outbox.parts) AS part WHERE outbox.channel = ? AND {_UNDELIVERED}",
+            f"json_each(outbox.parts) AS part WHERE outbox.channel = ? AND {UNDELIVERED}",
             (channel,),
         )
         return {alert for (alert,) in rows}
@@ -180,28 +163,57 @@ class OutboxTables(Database):
         return row is not None
 
     async def next_attempt_at(self) -> datetime | None:
-        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {_NEXT}")
+        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {NEXT}")
         return from_iso(row[0]) if row and row[0] else None
 
     async def retry_now(self, now: datetime) -> int:
         cursor = await self._write(
-            f"UPDATE outbox SET next_attempt_at = ? WHERE {_UNDELIVERED} AND next_attempt_at > ?",
+            f"UPDATE outbox SET next_attempt_at = ? WHERE {UNDELIVERED} AND next_attempt_at > ?",
             (to_iso(now), to_iso(now)),
         )
         return cursor.rowcount
 
     async def recent_notifications(self, limit: int) -> list[OutboxRow]:
         rows = await self._all(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
         )
-        return [_outbox_row(r) for r in rows]
+        return [outbox_row(r) for r in rows]
 
     async def pending_by_channel(self) -> dict[str, int]:
         rows = await self._all(
-            f"SELECT channel, COUNT(*) FROM outbox WHERE {_UNDELIVERED} GROUP BY channel"
+            f"SELECT channel, COUNT(*) FROM outbox WHERE {UNDELIVERED} GROUP BY channel"
         )
         return dict(rows)
 
     async def pending_count(self) -> int:
-        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {_UNDELIVERED}")
+        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {UNDELIVERED}")
         return int(row[0]) if row else 0
+
+    def _claim_channels(self, db: sqlite3.Connection, channels: Sequence[str]) -> set[str]:
+        """Inside a transaction: claim these channels for this replica where free."""
+        claimed = set()
+        for channel in channels:
+            row = db.execute(
+                f"INSERT INTO outbox_claims VALUES (?, ?, {NOW_US} + ?) "
+                "ON CONFLICT (channel) DO UPDATE SET holder = excluded.holder, "
+                "expires_at = excluded.expires_at "
+                f"WHERE outbox_claims.expires_at <= {NOW_US} "
+                "OR outbox_claims.holder = excluded.holder RETURNING channel",
+                (channel, self.replica, CLAIM_TTL_US),
+            ).fetchone()
+            if row is not None:
+                claimed.add(channel)
+        return claimed
+
+    async def still_claimed(self, channel: str) -> bool:
+        cursor = await self._write(
+            f"UPDATE outbox_claims SET expires_at = {NOW_US} + ? WHERE channel = ? "
+            f"AND holder = ? AND expires_at > {NOW_US}",
+            (CLAIM_TTL_US, channel, self.replica),
+        )
+        return cursor.rowcount == 1
+
+    async def release_claim(self, channel: str) -> None:
+        await self._write(
+            "DELETE FROM outbox_claims WHERE channel = ? AND holder = ?", (channel, self.replica)
+        )

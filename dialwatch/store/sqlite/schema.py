@@ -22,7 +22,7 @@ from dialwatch.errors import ConfigError
 T = TypeVar("T")
 Row = tuple[Any, ...]
 
-SCHEMA_VERSION = 4  # bump with a migration in _MIGRATIONS when a table changes
+SCHEMA_VERSION = 5  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N: statements, each run if its table
 # exists (a missing table is created whole, and current, from _SCHEMA).
 _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
@@ -36,6 +36,8 @@ _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
         ("ledger", "ALTER TABLE ledger ADD COLUMN zone TEXT"),
         ("digests", "UPDATE digests SET name = 'dial/' || name"),
     ),
+    # Replicas, leases and outbox claims: new tables only (created from _SCHEMA).
+    5: (),
 }
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -145,22 +147,42 @@ CREATE TABLE IF NOT EXISTS item_matches (
     key TEXT NOT NULL,
     PRIMARY KEY (account, rule, key)
 ) WITHOUT ROWID;
+-- The cluster: replicas by when they were last seen, a lease per account, a claim per
+-- outbox channel. Times are microseconds since the epoch by the database's clock.
+CREATE TABLE IF NOT EXISTS replicas (
+    name TEXT PRIMARY KEY,
+    last_seen INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    account TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,  -- grows with every change of holder: the fencing token
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_claims (
+    channel TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 """
+# The database's clock, in microseconds since the epoch.
+NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 
 class Database:
     """One connection to the state file, opened at the current schema, used from one
     thread of its own."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, replica: str) -> None:
         self._path = path
+        self.replica = replica
         self._savepoints = itertools.count()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialwatch-sqlite")
         self._db: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, path: Path | str) -> Self:
-        store = cls(path)
+    async def open(cls, path: Path | str, replica: str) -> Self:
+        store = cls(path, replica)
         try:
             store._db = await asyncio.get_running_loop().run_in_executor(
                 store._thread, store._connect

@@ -1,0 +1,169 @@
+"""The local copy of each account's ledger in PostgreSQL: items, the cursor, spend
+queries, and the new items each item rule matched until their message is queued."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from dialwatch.clock import from_iso, to_iso, to_micros
+from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
+from dialwatch.rules.schema import Match
+from dialwatch.store.postgres.cluster import check_fence
+from dialwatch.store.postgres.schema import Conn, Database
+from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.sql import LEDGER_COLUMNS, TOP, ledger_item, spend_filter
+from dialwatch.units import Money
+
+_INSERT = (
+    f"INSERT INTO ledger ({LEDGER_COLUMNS}) "
+    f"VALUES ({', '.join(['%s'] * (len(LedgerItem._fields) + 1))}) ON CONFLICT DO NOTHING"
+)
+
+
+class LedgerTables(Database):
+    """The ledger's part of the PostgreSQL store."""
+
+    async def _commit_ledger(self, conn: Conn, account: str, ledger: LedgerCheckpoint) -> None:
+        await conn.execute(
+            "INSERT INTO ledger_cursor VALUES (%s, %s) "
+            "ON CONFLICT (account) DO UPDATE SET newest = excluded.newest",
+            (account, to_iso(ledger.newest)),
+        )
+        if ledger.delivered_rules:
+            await conn.execute(
+                "DELETE FROM item_matches WHERE account = %s AND rule = ANY(%s)",
+                (account, list(ledger.delivered_rules)),
+            )
+        await conn.execute(
+            "DELETE FROM ledger WHERE account = %s AND key < %s",
+            (account, time_key(ledger.keep_since)),
+        )
+
+    async def ledger_cursor(self, account: str) -> datetime | None:
+        row = await self._one("SELECT newest FROM ledger_cursor WHERE account = %s", (account,))
+        return from_iso(row[0]) if row else None
+
+    async def add_ledger_items(
+        self,
+        account: str,
+        items: list[LedgerItem],
+        matches: Mapping[str, Sequence[str]] | None,
+        fence: Fence | None = None,
+    ) -> int:
+        if not items:
+            return 0
+
+        async def add(conn: Conn) -> int:
+            await check_fence(conn, account, fence)
+            cursor = await conn.execute(
+                "SELECT key FROM ledger WHERE account = %s AND key = ANY(%s)",
+                (account, [item.key for item in items]),
+            )
+            seen = {key for (key,) in await cursor.fetchall()}
+            new = [item for item in items if item.key not in seen]
+            if not new:
+                return 0
+            by_day: dict[str, int] = {}
+            for item in new:
+                if item.type in SPEND_TYPES:
+                    day = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d")
+                    by_day[day] = by_day.get(day, 0) + item.cents
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    _INSERT,
+                    [(account, item.key, item.type, to_micros(item.occurred_at), *item[3:])
+                     for item in new],
+                )  # fmt: skip
+                found = [
+                    (account, rule, item.key)
+                    for item in new
+                    for rule in (matches or {}).get(item.key, ())
+                ]
+                if found:
+                    await cur.executemany(
+                        "INSERT INTO item_matches VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        found,
+                    )
+                if by_day:
+                    await cur.executemany(
+                        "INSERT INTO spend_days VALUES (%s, %s, %s) ON CONFLICT (account, day) "
+                        "DO UPDATE SET cents = spend_days.cents + excluded.cents",
+                        [(account, day, cents) for day, cents in by_day.items()],
+                    )
+            return len(new)
+
+        return await self._run(add)
+
+    async def spend(
+        self,
+        account: str,
+        since: datetime,
+        currency: str,
+        match: Match | None = None,
+        until: datetime | None = None,
+    ) -> SpendSummary:
+        where, params = spend_filter(account, since, currency, match, until, postgres=True)
+
+        async def read(conn: Conn) -> SpendSummary:
+            cursor = await conn.execute(
+                f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
+            )
+            total, count = await cursor.fetchone() or (0, 0)
+
+            async def top(column: str) -> tuple[tuple[str, Money], ...]:
+                cursor = await conn.execute(
+                    f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
+                    f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
+                    params,
+                )
+                rows = await cursor.fetchall()
+                return tuple((name, Money(int(cents), currency)) for name, cents in rows)
+
+            # Dial names a fare; the other providers describe the item.
+            by_number = await top("number")
+            by_fare = await top("COALESCE(fare, description)")
+            return SpendSummary(since, Money(int(total), currency), count, by_number, by_fare)
+
+        return await self._run(read)
+
+    async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
+        where, params = spend_filter(account, since, currency, postgres=True)
+        row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
+        return Money(int(row[0]) if row else 0, currency)
+
+    async def spend_currency(self, account: str) -> str:
+        row = await self._one(
+            f"SELECT currency FROM ledger WHERE account = %s AND type IN {SPEND_TYPES!r} "
+            "ORDER BY key DESC LIMIT 1",
+            (account,),
+        )
+        return str(row[0]) if row else "USD"
+
+    async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
+        async def read(conn: Conn) -> ItemMatches:
+            cursor = await conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(l.cents), 0) FROM item_matches m "
+                "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+                "WHERE m.account = %s AND m.rule = %s",
+                (account, rule),
+            )
+            count, total = await cursor.fetchone() or (0, 0)
+            cursor = await conn.execute(
+                f"SELECT {', '.join('l.' + c for c in LedgerItem._fields)} FROM item_matches m "
+                "JOIN ledger l ON l.account = m.account AND l.key = m.key "
+                "WHERE m.account = %s AND m.rule = %s ORDER BY l.occurred_at, l.key LIMIT %s",
+                (account, rule, limit),
+            )
+            shown = [ledger_item(r) for r in await cursor.fetchall()]
+            currency = shown[0].currency if shown else "USD"
+            return ItemMatches(count, Money(int(total), currency), tuple(shown))
+
+        return await self._run(read)
+
+    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
+        rows = await self._all(
+            "SELECT day, cents FROM spend_days WHERE account = %s AND day >= %s ORDER BY day",
+            (account, since.strftime("%Y-%m-%d")),
+        )
+        return {day: Money(int(cents)) for day, cents in rows}

@@ -1,0 +1,211 @@
+"""The outbox's tables in PostgreSQL, and delivery claims: several replicas deliver from
+one outbox, each channel claimed by one replica at a time (a row per channel with its
+holder and an expiry by the database's clock), so its messages go out once and in
+order; a dead replica's claim expires and another replica carries on."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from dialwatch.alerting.lifecycle import Status
+from dialwatch.clock import from_iso, to_iso
+from dialwatch.delivery.messages import Message
+from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.store.postgres.schema import NOW_US, Conn, Database
+from dialwatch.store.sql import (
+    CLAIM_TTL,
+    HEADS,
+    KEEP_DELIVERED,
+    NEXT,
+    OUTBOX_COLUMNS,
+    UNDELIVERED,
+    grouped,
+    new_parts,
+    outbox_row,
+    queue_times,
+)
+
+_CLAIM_US = CLAIM_TTL // timedelta(microseconds=1)
+# Channels with something due now: the head of their queue, or a held message.
+_DUE_CHANNELS = (
+    f"SELECT channel FROM outbox WHERE id IN ({HEADS}) AND next_attempt_at <= %(now)s "
+    f"UNION SELECT channel FROM outbox WHERE held = 1 AND {UNDELIVERED} "
+    "AND next_attempt_at <= %(now)s"
+)
+
+
+class OutboxTables(Database):
+    """The outbox's part of the PostgreSQL store."""
+
+    async def _prune_outbox(self, conn: Conn, now: datetime) -> None:
+        await conn.execute(
+            f"DELETE FROM outbox WHERE created_at < %s AND NOT ({UNDELIVERED})",
+            (to_iso(now - KEEP_DELIVERED),),
+        )
+
+    async def _queue(
+        self,
+        conn: Conn,
+        account: str,
+        channel: str,
+        entries: list[tuple[str, str, Message]],
+        now: datetime,
+        expires_at: datetime,
+        group_wait: timedelta,
+        hold_until: datetime | None,
+    ) -> None:
+        cursor = await conn.execute(
+            "SELECT DISTINCT part->>0 FROM outbox, jsonb_array_elements(outbox.parts::jsonb) "
+            f"AS part WHERE outbox.channel = %s AND {UNDELIVERED}",
+            (channel,),
+        )
+        parts = new_parts(entries, {alert for (alert,) in await cursor.fetchall()})
+        if not parts:
+            return
+        send_at, expires = queue_times(now, expires_at, group_wait, hold_until)
+        waiting = None
+        if send_at > now:
+            # Join the message already waiting for the same moment on this channel.
+            cursor = await conn.execute(
+                f"SELECT id, parts FROM outbox WHERE channel = %s AND {UNDELIVERED} "
+                "AND attempts = 0 AND held = %s AND next_attempt_at > %s "
+                + ("AND next_attempt_at = %s " if hold_until else "")
+                + "ORDER BY id DESC LIMIT 1 FOR UPDATE",
+                (channel, int(hold_until is not None), to_iso(now))
+                + ((to_iso(hold_until),) if hold_until else ()),
+            )
+            waiting = await cursor.fetchone()
+        if waiting is not None:
+            parts = json.loads(waiting[1]) + parts
+        values = grouped(account, parts)
+        if waiting is not None:
+            await conn.execute(
+                "UPDATE outbox SET alert = %s, decision = %s, title = %s, body = %s, "
+                "notify_type = %s, parts = %s WHERE id = %s",
+                (*values, waiting[0]),
+            )
+            return
+        await conn.execute(
+            "INSERT INTO outbox (alert, decision, title, body, notify_type, parts, channel, "
+            "created_at, expires_at, next_attempt_at, held) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                *values,
+                channel,
+                to_iso(now),
+                to_iso(expires),
+                to_iso(send_at),
+                int(hold_until is not None),
+            ),
+        )
+
+    async def due(self, now: datetime) -> list[OutboxRow]:
+        """The due notifications of the channels this replica claims now (those no other
+        live replica holds), in order."""
+
+        async def claim(conn: Conn) -> list[OutboxRow]:
+            cursor = await conn.execute(
+                f"INSERT INTO outbox_claims SELECT channel, %(me)s, {NOW_US} + %(ttl)s "
+                f"FROM ({_DUE_CHANNELS}) AS due ON CONFLICT (channel) DO UPDATE "
+                "SET holder = excluded.holder, expires_at = excluded.expires_at "
+                f"WHERE outbox_claims.expires_at <= {NOW_US} "
+                "OR outbox_claims.holder = excluded.holder RETURNING channel",
+                {"me": self.replica, "ttl": _CLAIM_US, "now": to_iso(now)},
+            )
+            claimed = [channel for (channel,) in await cursor.fetchall()]
+            if not claimed:
+                return []
+            cursor = await conn.execute(
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {UNDELIVERED} "
+                "AND channel = ANY(%(claimed)s) AND ("
+                f"(held = 0 AND channel IN (SELECT channel FROM outbox WHERE id IN ({HEADS}) "
+                "AND next_attempt_at <= %(now)s)) OR (held = 1 AND next_attempt_at <= %(now)s)) "
+                "ORDER BY id",
+                {"claimed": claimed, "now": to_iso(now)},
+            )
+            return [outbox_row(r) for r in await cursor.fetchall()]
+
+        return await self._run(claim)
+
+    async def still_claimed(self, channel: str) -> bool:
+        changed = await self._write(
+            f"UPDATE outbox_claims SET expires_at = {NOW_US} + %s WHERE channel = %s "
+            f"AND holder = %s AND expires_at > {NOW_US}",
+            (_CLAIM_US, channel, self.replica),
+        )
+        return changed == 1
+
+    async def release_claim(self, channel: str) -> None:
+        await self._write(
+            "DELETE FROM outbox_claims WHERE channel = %s AND holder = %s",
+            (channel, self.replica),
+        )
+
+    async def mark_delivered(self, row_id: int, now: datetime) -> None:
+        await self._write(
+            "UPDATE outbox SET delivered_at = %s, attempts = attempts + 1 WHERE id = %s",
+            (to_iso(now), row_id),
+        )
+
+    async def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
+        await self._write(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s "
+            "WHERE id = %s",
+            (error, to_iso(retry_at), row_id),
+        )
+
+    async def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
+        await self._write(
+            "UPDATE outbox SET expired_at = %s, last_error = COALESCE(%s, last_error) "
+            "WHERE id = %s",
+            (to_iso(now), reason, row_id),
+        )
+
+    async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
+        await self._write(
+            "UPDATE outbox SET parts = %s, title = %s, body = %s, notify_type = %s WHERE id = %s",
+            (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
+        )
+
+    async def is_firing(self, alert: str) -> bool:
+        account, _, rule = alert.partition("/")
+        row = await self._one(
+            "SELECT status FROM alerts WHERE account = %s AND rule = %s", (account, rule)
+        )
+        return row is not None and row[0] == Status.FIRING.value
+
+    async def was_announced(self, channel: str, alert: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM outbox, jsonb_array_elements(outbox.parts::jsonb) AS part "
+            "WHERE outbox.channel = %s AND outbox.delivered_at IS NOT NULL "
+            "AND part->>0 = %s AND part->>1 IN ('first', 'repeat') LIMIT 1",
+            (channel, alert),
+        )
+        return row is not None
+
+    async def next_attempt_at(self) -> datetime | None:
+        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {NEXT}")
+        return from_iso(row[0]) if row and row[0] else None
+
+    async def retry_now(self, now: datetime) -> int:
+        return await self._write(
+            f"UPDATE outbox SET next_attempt_at = %s WHERE {UNDELIVERED} AND next_attempt_at > %s",
+            (to_iso(now), to_iso(now)),
+        )
+
+    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
+        rows = await self._all(
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT %s", (limit,)
+        )
+        return [outbox_row(r) for r in rows]
+
+    async def pending_by_channel(self) -> dict[str, int]:
+        rows = await self._all(
+            f"SELECT channel, COUNT(*) FROM outbox WHERE {UNDELIVERED} GROUP BY channel"
+        )
+        return dict(rows)
+
+    async def pending_count(self) -> int:
+        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {UNDELIVERED}")
+        return int(row[0]) if row else 0

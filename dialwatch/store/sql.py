@@ -1,0 +1,154 @@
+"""What the SQL backends share: the outbox's conditions and columns, how a row becomes
+a value, how a channel's waiting message takes in more parts, and how long things are
+kept. Both backends store times as the same fixed-width text and integers, so a state
+file copies into PostgreSQL row for row (`dialwatch state import`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from dialwatch.alerting.lifecycle import AlertState, Status
+from dialwatch.clock import from_iso, from_micros
+from dialwatch.delivery.messages import Message, combine
+from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.model import SPEND_TYPES, LedgerItem, time_key
+from dialwatch.rules.schema import Match
+
+KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
+HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
+HISTORY_KEPT = timedelta(days=8)
+CLAIM_TTL = timedelta(minutes=2)  # a channel's delivery claim outlasts a send (30 s)
+TOP = 3  # contributors listed in a spend message
+
+UNDELIVERED = "delivered_at IS NULL AND expired_at IS NULL"
+# The oldest undelivered notification of each channel.
+HEADS = f"SELECT MIN(id) FROM outbox WHERE {UNDELIVERED} AND held = 0 GROUP BY channel"
+# What can be sent next: each channel's oldest message, and messages held by quiet hours
+# (those keep their own time and never block a channel's queue).
+NEXT = f"id IN ({HEADS}) OR (held = 1 AND {UNDELIVERED})"
+OUTBOX_COLUMNS = (
+    "id, alert, decision, channel, title, body, notify_type, created_at, expires_at, "
+    "attempts, last_error, delivered_at, expired_at, parts, held"
+)
+LEDGER_COLUMNS = ", ".join(("account", *LedgerItem._fields))
+# Tables a state holds, in an order that copies cleanly (import, contract tests).
+TABLES = (
+    "alerts", "balances", "outbox", "ledger", "ledger_cursor", "silences", "alert_log",
+    "digests", "failing", "balance_history", "spend_days", "item_matches",
+)  # fmt: skip
+
+
+def outbox_row(r: tuple[Any, ...]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        alert=r[1],
+        decision=r[2],
+        channel=r[3],
+        message=Message(r[4], r[5], r[6]),
+        created_at=from_iso(r[7]),
+        expires_at=from_iso(r[8]),
+        attempts=r[9],
+        last_error=r[10],
+        delivered_at=from_iso(r[11]) if r[11] else None,
+        expired_at=from_iso(r[12]) if r[12] else None,
+        parts=tuple(Part(p[0], p[1], Message(*p[2:])) for p in json.loads(r[13])),
+        held=bool(r[14]),
+    )
+
+
+def ledger_item(r: tuple[Any, ...]) -> LedgerItem:
+    return LedgerItem(r[0], r[1], from_micros(r[2]), *r[3:])
+
+
+def alert_state(status: str, since: str | None, notified: str | None, count: int) -> AlertState:
+    return AlertState(
+        Status(status),
+        from_iso(since) if since else None,
+        from_iso(notified) if notified else None,
+        count,
+    )
+
+
+def new_parts(entries: list[tuple[str, str, Message]], waiting_alerts: set[str]) -> list[list[str]]:
+    """A check's entries for one channel as stored parts; a reminder adds nothing while
+    an earlier message about the alert still waits."""
+    return [
+        [alert, decision, *message]
+        for alert, decision, message in entries
+        if not (decision == "repeat" and alert in waiting_alerts)
+    ]
+
+
+def grouped(account: str, parts: list[list[str]]) -> tuple[str, str, str, str, str, str]:
+    """The outbox columns (alert, decision, title, body, notify_type, parts) of one
+    message made of `parts`."""
+    message = combine(account, [(p[0], Message(p[2], p[3], p[4])) for p in parts])
+    alert = ",".join(dict.fromkeys(p[0] for p in parts))
+    decision = parts[0][1] if len(parts) == 1 else "group"
+    return (alert, decision, *message, json.dumps(parts))
+
+
+def queue_times(
+    now: datetime, expires_at: datetime, group_wait: timedelta, hold_until: datetime | None
+) -> tuple[datetime, datetime]:
+    """When a new message is first tried, and when it expires (as long after that)."""
+    send_at = hold_until or now + group_wait
+    return send_at, max(expires_at, send_at + (expires_at - now))
+
+
+def glob_regex(pattern: str) -> str:
+    """A glob (`*`, `?`, `[...]`, as in the rules file's match) as an anchored POSIX
+    regular expression, for backends without GLOB."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out) + "$"
+
+
+def spend_filter(
+    account: str,
+    since: datetime,
+    currency: str,
+    match: Match | None = None,
+    until: datetime | None = None,
+    *,
+    postgres: bool = False,
+) -> tuple[str, list[object]]:
+    """The WHERE clause (and its parameters) selecting spend items in `currency` for a
+    spend query, in SQLite's or PostgreSQL's words."""
+    mark, glob = ("%s", "~") if postgres else ("?", "GLOB")
+    # Keys start with the item's time in fixed-width hex: the primary key is the
+    # time index, and no second index slows every insert.
+    where = f"account = {mark} AND key >= {mark} AND type IN {SPEND_TYPES!r} AND currency = {mark}"
+    params: list[object] = [account, time_key(since), currency]
+    if until is not None:
+        where += f" AND key < {mark}"
+        params.append(time_key(until))
+    if match is not None:
+        for column, value, op in (
+            ("fare", match.fare, glob),
+            ("number", match.number, "="),
+            ("attribution", match.attribution, "="),
+            ("action", match.action, glob),
+            ("description", match.description, glob),
+            ("zone", match.zone, "="),
+        ):
+            if value is not None:
+                where += f" AND {column} {op} {mark}"
+                params.append(glob_regex(value) if postgres and op == glob else value)
+    return where, params
