@@ -59,6 +59,7 @@ class Fleet:
         default_factory=dict
     )
     state: StateHealth = field(default_factory=StateHealth)
+    lease_said: bool = False  # the first tick's leases are logged, even none
 
     def apply(self, rules: RulesFile) -> None:
         """Run `rules` from now on: new and changed accounts get new watchers, removed
@@ -92,9 +93,9 @@ class Fleet:
         for name, watcher in self.watchers.items():
             token = held.get(name)
             watcher.fence = Fence(self.settings.replica, token) if token else None
-        if held != self.held:
+        if held != self.held or not self.lease_said:
             log.info("lease.held", replica=self.settings.replica, accounts=sorted(held))
-            self.held = dict(held)
+            self.held, self.lease_said = dict(held), True
             self.changed.set()
         self.metrics.observe_leases(self.settings.replica, set(held), list(self.watchers))
 

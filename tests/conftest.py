@@ -29,6 +29,7 @@ from dialwatch.simulators.hookbridge import HookBridgeAccount, HookBridgeSimulat
 from dialwatch.simulators.mifumo import MifumoAccount, MifumoSimulator
 from dialwatch.store import open_store
 from dialwatch.web.metrics import Metrics
+from tests.postgres import fresh_database, server_url
 from tests.servers import SmtpServer, WebhookReceiver
 
 API_KEY = "sk_live_TESTKEY0123456789abcdefSECRET"
@@ -289,3 +290,25 @@ async def make_fleet(
             return FleetHarness(fleet, clock, sleep, env)
 
         yield make
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of the PostgreSQL server the tests use."""
+    return server_url()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database for this test."""
+    with fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new state store of each backend: a SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -1,0 +1,288 @@
+"""The Store contract, run against every backend (a SQLite file and a PostgreSQL
+database): what a check commits, the outbox, the ledger, silences, dry runs, and the
+cluster's leases, fencing and delivery claims."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dialwatch.alerting.lifecycle import AlertState, Status
+from dialwatch.cluster.leases import LeaseKeeper
+from dialwatch.delivery.messages import Message
+from dialwatch.delivery.outbox import OutboxEntry
+from dialwatch.errors import ConfigError, LeaseLost
+from dialwatch.model import LedgerItem, time_key
+from dialwatch.rules.schema import Match
+from dialwatch.store import Fence, LedgerCheckpoint, Store, open_store
+from dialwatch.store.transfer import import_sqlite
+from dialwatch.units import Money
+from tests.test_store import RELEASED, WRITTEN_AT
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+EXPIRES = NOW + timedelta(hours=24)
+TTL = timedelta(seconds=30)
+
+
+def message(title: str, notify_type: str = "warning") -> Message:
+    return Message(title, f"{title}.", notify_type)
+
+
+def usage(minutes_ago: int, cents: int, fare: str, number: str = "+15550100") -> LedgerItem:
+    at = NOW - timedelta(minutes=minutes_ago)
+    return LedgerItem(f"{time_key(at)}-{fare}", "usage", at, cents, "USD", fare, number, "wallet")
+
+
+@pytest.fixture
+async def store(state_location: str) -> AsyncIterator[Store]:
+    opened = await open_store(state_location, replica="r1")
+    yield opened
+    await opened.close()
+
+
+async def test_a_check_commits_states_balance_and_history(store: Store) -> None:
+    """What one check commits reads back: alert states, balance and its history, the
+    failing-since mark, fired alerts and digests."""
+    firing = AlertState(Status.FIRING, NOW - timedelta(hours=1), NOW, 1)
+    await store.commit_check(
+        "dial", NOW, {"low": firing, "gone": AlertState()}, [], EXPIRES,
+        balance=Money(4200), failing_since=NOW - timedelta(minutes=5),
+        decisions=[("low", "first")], digests=[("dial/daily", NOW)],
+    )  # fmt: skip
+    assert await store.alert_states("dial") == {"low": firing}
+    assert await store.last_balance("dial") == Money(4200)
+    assert await store.balance_at("dial", NOW + timedelta(minutes=1)) == Money(4200)
+    assert await store.balance_history("dial", NOW - timedelta(hours=1)) == [(NOW, Money(4200))]
+    assert await store.failing_since("dial") == NOW - timedelta(minutes=5)
+    assert await store.fired_between("dial", NOW, NOW + timedelta(1)) == {"low": 1}
+    assert await store.digest_sent_for("dial/daily") == NOW
+
+    await store.commit_check("dial", NOW, {"low": AlertState()}, [], EXPIRES)
+    assert await store.alert_states("dial") == {}
+    assert await store.failing_since("dial") is None
+
+
+async def test_outbox_groups_per_channel_retries_and_records_delivery(store: Store) -> None:
+    """A check's messages for one channel become one row; a failed send waits for its
+    retry time, a delivered one is no longer due."""
+    entries = [
+        OutboxEntry("dial/low", "first", "oncall", message("low")),
+        OutboxEntry("dial/card", "first", "oncall", message("card", "failure")),
+        OutboxEntry("dial/low", "first", "finance", message("low")),
+    ]
+    await store.commit_check("dial", NOW, {}, entries, EXPIRES)
+    due = await store.due(NOW)
+    assert [(r.channel, r.decision, [p.alert for p in r.parts]) for r in due] == [
+        ("oncall", "group", ["dial/low", "dial/card"]),
+        ("finance", "first", ["dial/low"]),
+    ]
+    assert due[0].message.notify_type == "failure"  # the group takes its most urgent part
+    assert await store.pending_by_channel() == {"oncall": 1, "finance": 1}
+
+    oncall, finance = due
+    await store.mark_failed(oncall.id, "HTTP 503", NOW + timedelta(seconds=30))
+    await store.mark_delivered(finance.id, NOW)
+    for row in due:
+        await store.release_claim(row.channel)
+    assert await store.due(NOW) == []
+    assert await store.next_attempt_at() == NOW + timedelta(seconds=30)
+    retried = await store.due(NOW + timedelta(seconds=30))
+    assert [(r.id, r.attempts, r.last_error) for r in retried] == [(oncall.id, 1, "HTTP 503")]
+    assert await store.pending_count() == 1
+    assert await store.was_announced("finance", "dial/low")
+    assert not await store.was_announced("oncall", "dial/low")
+    assert [r.channel for r in await store.recent_notifications(10)] == ["finance", "oncall"]
+
+
+async def test_group_wait_gathers_later_checks_into_the_waiting_message(store: Store) -> None:
+    """With group_wait, a later check's message joins the one still waiting."""
+    wait = timedelta(minutes=1)
+    await store.commit_check(
+        "dial", NOW, {}, [OutboxEntry("dial/low", "first", "oncall", message("low"))],
+        EXPIRES, group_wait=wait,
+    )  # fmt: skip
+    later = NOW + timedelta(seconds=20)
+    await store.commit_check(
+        "dial", later, {}, [OutboxEntry("dial/card", "first", "oncall", message("card"))],
+        EXPIRES, group_wait=wait,
+    )  # fmt: skip
+    assert await store.due(later) == []
+    (row,) = await store.due(NOW + wait)
+    assert [p.alert for p in row.parts] == ["dial/low", "dial/card"]
+    assert row.message.title == "[WARNING] dial: 2 notifications (low, card)"
+
+
+async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store) -> None:
+    """Items read twice are stored once; spend sums, contributors, globs and the item
+    matches read back exactly; the cursor moves at commit and old items are pruned."""
+    items = [usage(5, 1200, "voice.outbound"), usage(4, 300, "sms.outbound", "+15550111"),
+             usage(3, 50, "sms.inbound", "+15550111")]  # fmt: skip
+    assert await store.add_ledger_items("dial", items, {items[0].key: ["big-call"]}) == 3
+    assert await store.add_ledger_items("dial", items, None) == 0
+    since = NOW - timedelta(hours=1)
+    spend = await store.spend("dial", since, "USD")
+    assert (spend.total, spend.count) == (Money(1550), 3)
+    assert spend.by_number == (("+15550100", Money(1200)), ("+15550111", Money(350)))
+    sms = await store.spend("dial", since, "USD", Match(fare="sms.*"))
+    assert (sms.total, sms.count) == (Money(350), 2)
+    assert (await store.spend("dial", since, "USD", Match(fare="sms.[io]n*"))).count == 1
+    assert await store.spend_total("dial", since, "USD") == Money(1550)
+    assert await store.spend_by_day("dial", since) == {"2026-11-21": Money(1550)}
+    assert await store.spend_currency("dial") == "USD"
+    matches = await store.item_matches("dial", "big-call", 10)
+    assert (matches.count, matches.total, matches.shown) == (1, Money(1200), (items[0],))
+
+    checkpoint = LedgerCheckpoint(NOW, NOW - timedelta(minutes=4), ("big-call",))
+    await store.commit_check("dial", NOW, {}, [], EXPIRES, ledger=checkpoint)
+    assert await store.ledger_cursor("dial") == NOW
+    assert (await store.item_matches("dial", "big-call", 10)).count == 0
+    assert (await store.spend("dial", since, "USD")).count == 2  # the oldest item pruned
+
+
+async def test_silences_mute_until_they_end(store: Store) -> None:
+    """A silence is listed while in force and ends when told."""
+    first = await store.add_silence("wallet-*", None, NOW + timedelta(hours=2), "top-up", NOW)
+    await store.add_silence("card", "dial", NOW + timedelta(minutes=1), "known", NOW)
+    assert [s.rule for s in await store.silences(NOW)] == ["wallet-*", "card"]
+    assert [s.rule for s in await store.silences(NOW + timedelta(minutes=5))] == ["wallet-*"]
+    assert await store.end_silence(first, NOW)
+    assert not await store.end_silence(first, NOW)
+    assert [s.rule for s in await store.silences(NOW)] == ["card"]
+
+
+async def test_a_dry_run_writes_nothing(store: Store) -> None:
+    """Everything written inside rolled_back() is gone afterwards."""
+    async with store.rolled_back():
+        await store.commit_check(
+            "dial", NOW, {"low": AlertState(Status.FIRING, NOW, NOW, 1)},
+            [OutboxEntry("dial/low", "first", "oncall", message("low"))], EXPIRES,
+        )  # fmt: skip
+        await store.add_ledger_items("dial", [usage(1, 100, "voice")], None)
+        assert await store.pending_count() == 1
+    assert await store.alert_states("dial") == {}
+    assert await store.pending_count() == 0
+    assert (await store.spend("dial", NOW - timedelta(hours=1), "USD")).count == 0
+
+
+async def test_a_write_with_a_stale_lease_writes_nothing(state_location: str) -> None:
+    """Leases go to one replica at a time; after a handover the old holder's fenced
+    writes raise LeaseLost and leave no trace, and the new token is larger."""
+    one = await open_store(state_location, replica="r1")
+    two = await open_store(state_location, replica="r2")
+    try:
+        assert await one.acquire_leases("r1", ["dial", "sms"], TTL) == {"dial": 1, "sms": 1}
+        assert await two.acquire_leases("r2", ["dial"], TTL) == {}
+        assert await two.free_accounts(["dial", "sms", "cf"]) == ["cf"]
+        stale = Fence("r1", 1)
+        await one.commit_check("dial", NOW, {}, [], EXPIRES, balance=Money(1), fence=stale)
+
+        await one.release_leases("r1", ["dial"])
+        assert await two.acquire_leases("r2", ["dial"], TTL) == {"dial": 2}
+        with pytest.raises(LeaseLost):
+            await one.commit_check(
+                "dial", NOW, {"low": AlertState(Status.FIRING, NOW, NOW, 1)},
+                [OutboxEntry("dial/low", "first", "oncall", message("low"))], EXPIRES,
+                balance=Money(999), fence=stale,
+            )  # fmt: skip
+        with pytest.raises(LeaseLost):
+            await one.add_ledger_items("dial", [usage(1, 100, "voice")], None, fence=stale)
+        assert await two.alert_states("dial") == {}
+        assert await two.pending_count() == 0
+        assert await two.last_balance("dial") == Money(1)
+        assert (await two.spend("dial", NOW - timedelta(hours=1), "USD")).count == 0
+        assert await one.renew_leases("r1", TTL) == {"sms": 1}
+        await two.commit_check("dial", NOW, {}, [], EXPIRES, fence=Fence("r2", 2))
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_channel_is_delivered_by_one_replica_at_a_time(state_location: str) -> None:
+    """The replica that claims a channel's due messages is the only one that gets them
+    until it lets go; then another does, and the first can tell it lost the claim."""
+    one = await open_store(state_location, replica="r1")
+    two = await open_store(state_location, replica="r2")
+    try:
+        entry = OutboxEntry("dial/low", "first", "oncall", message("low"))
+        await one.commit_check("dial", NOW, {}, [entry], EXPIRES)
+        assert [r.channel for r in await one.due(NOW)] == ["oncall"]
+        assert await two.due(NOW) == []
+        assert await one.still_claimed("oncall")
+        await one.release_claim("oncall")
+        assert [r.channel for r in await two.due(NOW)] == ["oncall"]
+        assert not await one.still_claimed("oncall")
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_leases_spread_over_live_replicas_and_follow_them(state_location: str) -> None:
+    """One replica takes every account; a second joins and gets about half once the
+    first gives back its surplus; when the second leaves, the first takes all again."""
+    one = await open_store(state_location, replica="r1")
+    two = await open_store(state_location, replica="r2")
+    accounts = ["a", "b", "c", "d"]
+    first, second = LeaseKeeper(one, "r1", TTL), LeaseKeeper(two, "r2", TTL)
+    try:
+        assert set((await first.tick(accounts)).held) == set(accounts)
+        assert (await second.tick(accounts)).held == {}  # nothing is free yet
+        share = await first.tick(accounts)
+        assert (len(share.held), len(share.surplus)) == (2, 2)
+        await first.give_back(share.surplus)
+        taken = await second.tick(accounts)
+        assert set(taken.held) == set(share.surplus)
+        assert all(token == 2 for token in taken.held.values())  # a new holder, a new token
+        replicas = await one.replicas(TTL)
+        assert {r.name: set(r.accounts) for r in replicas} == {
+            "r1": set(share.held), "r2": set(share.surplus),
+        }  # fmt: skip
+
+        await second.leave()
+        assert set((await first.tick(accounts)).held) == set(accounts)
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_postgres_state_from_a_newer_dialwatch_is_refused(postgres_url: str) -> None:
+    """A database written by a newer schema is refused, not touched."""
+    store = await open_store(postgres_url, replica="r1")
+    await store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE dialwatch_schema SET version = 99")
+    with pytest.raises(ConfigError, match="from a newer dialwatch"):
+        await open_store(postgres_url, replica="r1")
+
+
+async def test_state_import_copies_a_sqlite_file_and_refuses_a_second_time(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`state import` copies firing alerts, silences, outbox, cursor and ledger; new ids
+    go on after the copied ones; a database that holds state is refused."""
+    source = tmp_path / "state.db"
+    shutil.copy(RELEASED, source)
+    copied = await import_sqlite(source, postgres_url, "importer")
+    assert (copied["alerts"], copied["outbox"], copied["silences"], copied["ledger"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    store = await open_store(postgres_url, replica="r1")
+    try:
+        states = await store.alert_states("dial")
+        assert states["wallet-low"].status is Status.FIRING
+        assert [s.reason for s in await store.silences(WRITTEN_AT)] == ["known: renewing by hand"]
+        assert [r.alert for r in await store.due(WRITTEN_AT)] == ["dial/wallet-low"]
+        assert await store.ledger_cursor("dial") == WRITTEN_AT - timedelta(minutes=1)
+        assert (await store.item_matches("dial", "expensive-call", 10)).count == 1
+        assert await store.add_silence("x", None, WRITTEN_AT + timedelta(1), "r", WRITTEN_AT) == 2
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="already holds dialwatch state"):
+        await import_sqlite(source, postgres_url, "importer")
