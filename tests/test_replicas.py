@@ -22,7 +22,7 @@ from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY
 from tests.postgres import PASSWORD_MARK
 from tests.servers import SmtpServer, WebhookReceiver, free_port
-from tests.test_cli import wait_until
+from tests.test_cli import dialwatch, wait_until
 
 LOW = "[WARNING] {account} / wallet-low: wallet balance $40.00 is below $50.00"
 RESOLVED = "[RESOLVED] {account} / wallet-low: wallet balance $235.00 is back above $50.00"
@@ -329,3 +329,88 @@ async def test_replicas_starting_together_on_an_empty_database_both_come_up(
     assert started["state"].startswith("postgresql://")
     assert ":***@" in started["state"]
     no_secret_in(cluster.outputs())
+
+
+async def test_check_leaves_accounts_a_running_replica_holds_alone(
+    make_cluster: Callable[[list[str]], Cluster], dial: DialSimulator, webhook: WebhookReceiver
+) -> None:
+    """`dialwatch check` next to a running cluster checks only what no replica holds, so
+    it never sends what the holder sends; `check --dry-run` still shows everything."""
+    cluster = make_cluster(["dial"])
+    one = await cluster.start("r1")
+    await wait_until(lambda: one.held() == ["dial"])
+    dial.account.balance_cents = 4000
+    real = await dialwatch("check", env=cluster.env)
+    assert real.code == 0
+    assert "dial: skipped: a running dialwatch checks this account" in real.err
+    dry = await dialwatch("check", "--dry-run", env=cluster.env)
+    assert dry.code == 1
+    assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in dry.out
+    await wait_until(lambda: webhook.titles == [LOW.format(account="dial")])
+    done = one.checks("dial")
+    await wait_until(lambda: one.checks("dial") >= done + 2)
+    assert webhook.titles == [LOW.format(account="dial")]
+
+
+async def test_silence_commands_work_against_postgresql(
+    make_cluster: Callable[[list[str]], Cluster],
+) -> None:
+    """silence, silences and unsilence read and write the shared database."""
+    cluster = make_cluster(["dial"])
+    made = await dialwatch(
+        "silence", "wallet-*", "--for", "2h", "--reason", "top-up", env=cluster.env
+    )
+    assert (made.code, made.out.split(":")[0]) == (0, "silence 1")
+    listed = await dialwatch("silences", env=cluster.env)
+    assert "   1  wallet-*  on every account  until" in listed.out
+    assert listed.out.rstrip().endswith("top-up")
+    ended = await dialwatch("unsilence", "1", env=cluster.env)
+    assert (ended.code, ended.out) == (0, "silence 1 ended\n")
+    assert (await dialwatch("silences", env=cluster.env)).out == "no silences in force\n"
+    no_secret_in(made.out + made.err + listed.out + listed.err)
+
+
+async def test_a_database_outage_is_reported_once_and_alerted_directly(
+    make_cluster: Callable[[list[str]], Cluster],
+    webhook: WebhookReceiver,
+    postgres_url: str,
+    postgres_server: str,
+) -> None:
+    """While the database refuses connections, /readyz answers 503, the log says
+    state.unavailable once, and after unhealthy_after the replica alerts straight to the
+    channels (the outbox is in the database); when it is back, the alert resolves."""
+    cluster = make_cluster(["dial"])
+    rules = Path(cluster.env["DIALWATCH_RULES"])
+    rules.write_text(rules.read_text() + "defaults:\n  unhealthy_after: 1s\n")
+    one = await cluster.start("r1")
+    await wait_until(lambda: one.held() == ["dial"] and one.checks("dial") >= 1)
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        )
+    async with aiohttp.ClientSession() as session:
+
+        async def ready() -> int:
+            async with session.get(f"http://127.0.0.1:{one.port}/readyz") as response:
+                return response.status
+
+        await wait_until(lambda: len(webhook.titles) == 1, timeout=30)
+        assert await ready() == 503
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await wait_until(lambda: len(webhook.titles) == 2, timeout=30)
+        await wait_until(lambda: bool(one.events("state.available")))
+        done = one.checks("dial")
+        await wait_until(lambda: one.checks("dial") >= done + 2)
+        assert await ready() == 200
+    assert webhook.titles[0].startswith(
+        "[CRITICAL] r1 / dialwatch-unhealthy: the state store has been unreachable for"
+    )
+    assert webhook.titles[1] == (
+        "[RESOLVED] r1 / dialwatch-unhealthy: the state store is reachable again"
+    )
+    assert len(one.events("state.unavailable")) == 1
+    no_secret_in(cluster.outputs() + json.dumps(webhook.received))

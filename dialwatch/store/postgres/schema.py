@@ -174,8 +174,8 @@ class Database:
             open=False,
             kwargs={"autocommit": True},
             check=AsyncConnectionPool.check_connection,
-            timeout=10.0,
-            reconnect_timeout=300.0,
+            timeout=5.0,  # waiting longer for a connection only delays saying so
+            reconnect_timeout=86400.0,  # keep trying through a long outage
             name="dialwatch",
         )
         store = cls(pool, replica)
