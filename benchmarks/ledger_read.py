@@ -9,7 +9,9 @@ groups). Two clients read all of it, each in a fresh process:
   evaluated, the grouped message queued.
 
 Prints items per second for both, their ratio, and the peak RSS growth of the client.
-Run: python benchmarks/ledger_read.py [N ...]   (default: 10000 100000)
+With --postgres, dialwatch's state is a fresh PostgreSQL database (TEST_POSTGRES_URL, or
+the local server .ci/run starts) instead of a SQLite file.
+Run: python benchmarks/ledger_read.py [--postgres] [N ...]   (default: 10000 100000)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -125,7 +128,8 @@ async def _dialwatch(base_url: str) -> tuple[int, Measured]:
 
     rules = parse_rules(RULES, "bench.yaml", {})
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(api_key=SecretStr(KEY), base_url=base_url, state=Path(tmp) / "bench.db")
+        state = os.environ.get("BENCH_STATE") or str(Path(tmp) / "bench.db")
+        settings = Settings(api_key=SecretStr(KEY), base_url=base_url, state=SecretStr(state))
         async with open_fleet(settings, rules, clock=Clock()) as fleet:
             watcher = fleet.watchers["dial"]
             # A watcher that last read the ledger a day ago: all N items are a backlog.
@@ -155,7 +159,12 @@ def _run_client(mode: str, base_url: str) -> dict[str, Any]:
     return result
 
 
-def main(sizes: list[int]) -> None:
+def main(sizes: list[int], postgres: bool) -> None:
+    if postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.postgres import fresh_database, server_url
+
+        admin = server_url()
     print(f"{'N':>8} {'bare items/s':>13} {'dialwatch items/s':>18} {'ratio':>6} "
           f"{'bare RSS +MB':>13} {'dialwatch RSS +MB':>18}")  # fmt: skip
     for n in sizes:
@@ -165,7 +174,12 @@ def main(sizes: list[int]) -> None:
         base_url = f"http://127.0.0.1:{ports.get(timeout=120)}"
         try:
             bare = _run_client("bare", base_url)
-            ours = _run_client("dialwatch", base_url)
+            if postgres:
+                with fresh_database(admin) as url:
+                    os.environ["BENCH_STATE"] = url
+                    ours = _run_client("dialwatch", base_url)
+            else:
+                ours = _run_client("dialwatch", base_url)
         finally:
             server.terminate()
         assert bare["items"] == n, bare
@@ -182,4 +196,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--client"]:
         _client(sys.argv[2], sys.argv[3])
     else:
-        main([int(a) for a in sys.argv[1:]] or [10_000, 100_000])
+        sizes = [int(a) for a in sys.argv[1:] if a != "--postgres"]
+        main(sizes or [10_000, 100_000], "--postgres" in sys.argv[1:])
