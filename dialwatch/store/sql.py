@@ -129,9 +129,9 @@ def spend_filter(
     *,
     postgres: bool = False,
 ) -> tuple[str, list[object]]:
-    """The WHERE clause (and its parameters) selecting spend items in `currency` for a
-    spend query, in SQLite's or PostgreSQL's words."""
-    mark, glob = ("%s", "~") if postgres else ("?", "GLOB")
+    """The WHERE clause (and its parameters, `?` placeholders) selecting spend items in
+    `currency` for a spend query; PostgreSQL matches globs as regular expressions."""
+    mark, glob = "?", "~" if postgres else "GLOB"
     # Keys start with the item's time in fixed-width hex: the primary key is the
     # time index, and no second index slows every insert.
     where = f"account = {mark} AND key >= {mark} AND type IN {SPEND_TYPES!r} AND currency = {mark}"

@@ -11,17 +11,17 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.lifecycle import AlertState, Status
-from dialwatch.alerting.silences import Silence
-from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
+from dialwatch.clock import to_iso, to_micros
 from dialwatch.delivery.messages import Message
 from dialwatch.delivery.outbox import OutboxEntry
 from dialwatch.errors import ConfigError
+from dialwatch.store.common import Row
 from dialwatch.store.postgres.cluster import ClusterTables, check_fence
 from dialwatch.store.postgres.ledger import LedgerTables
 from dialwatch.store.postgres.outbox import OutboxTables
-from dialwatch.store.postgres.schema import Conn, Row
+from dialwatch.store.postgres.schema import Conn
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
-from dialwatch.store.sql import HISTORY_KEPT, HISTORY_STEP_US, alert_state
+from dialwatch.store.sql import HISTORY_KEPT, HISTORY_STEP_US
 from dialwatch.units import Money
 
 __all__ = ["PostgresStore"]
@@ -29,22 +29,6 @@ __all__ = ["PostgresStore"]
 
 class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
     """All of dialwatch's state in one PostgreSQL database (see `store.protocol.Store`)."""
-
-    async def alert_states(self, account: str) -> dict[str, AlertState]:
-        rows = await self._all(
-            "SELECT rule, status, active_since, last_notified, notifications "
-            "FROM alerts WHERE account = %s",
-            (account,),
-        )
-        return {rule: alert_state(*state) for rule, *state in rows}
-
-    async def failing_since(self, account: str) -> datetime | None:
-        row = await self._one("SELECT since FROM failing WHERE account = %s", (account,))
-        return from_iso(row[0]) if row else None
-
-    async def last_balance(self, account: str) -> Money | None:
-        row = await self._one("SELECT cents, currency FROM balances WHERE account = %s", (account,))
-        return Money(row[0], row[1]) if row else None
 
     async def commit_check(
         self,
@@ -118,56 +102,6 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
 
         await self._run(commit)
 
-    async def digest_sent_for(self, name: str) -> datetime | None:
-        row = await self._one("SELECT sent_for FROM digests WHERE name = %s", (name,))
-        return from_iso(row[0]) if row else None
-
-    async def fired_between(self, account: str, since: datetime, until: datetime) -> dict[str, int]:
-        rows = await self._all(
-            "SELECT rule, COUNT(*) FROM alert_log WHERE account = %s AND decision = 'first' "
-            "AND at >= %s AND at < %s GROUP BY rule",
-            (account, to_iso(since), to_iso(until)),
-        )
-        return dict(rows)
-
-    async def balance_at(self, account: str, moment: datetime) -> Money | None:
-        row = await self._one(
-            "SELECT cents, currency FROM balance_history WHERE account = %s AND at <= %s "
-            "ORDER BY at DESC LIMIT 1",
-            (account, to_micros(moment)),
-        )
-        return Money(row[0], row[1]) if row else None
-
-    async def balance_history(self, account: str, since: datetime) -> list[tuple[datetime, Money]]:
-        rows = await self._all(
-            "SELECT at, cents, currency FROM balance_history WHERE account = %s AND at >= %s "
-            "ORDER BY at",
-            (account, to_micros(since)),
-        )
-        return [(from_micros(at), Money(cents, currency)) for at, cents, currency in rows]
-
-    async def add_silence(
-        self, rule: str, account: str | None, ends_at: datetime, reason: str, now: datetime
-    ) -> int:
-        row = await self._one(
-            "INSERT INTO silences (rule, account, ends_at, reason, created_at) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (rule, account, to_iso(ends_at), reason, to_iso(now)),
-        )
-        assert row is not None
-        return int(row[0])
-
-    async def silences(self, now: datetime) -> list[Silence]:
-        rows = await self._all(
-            "SELECT id, rule, account, ends_at, reason, created_at FROM silences "
-            "WHERE ends_at > %s ORDER BY id",
-            (to_iso(now),),
-        )
-        return [
-            Silence(id, rule, account, from_iso(ends), reason, from_iso(created))
-            for id, rule, account, ends, reason, created in rows
-        ]
-
     async def load(self, tables: Mapping[str, tuple[list[str], list[Row]]]) -> None:
         """Insert these rows into an empty database, in one transaction; ConfigError if
         any table already holds state."""
@@ -195,13 +129,6 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
                 )
 
         await self._run(load)
-
-    async def end_silence(self, silence_id: int, now: datetime) -> bool:
-        changed = await self._write(
-            "UPDATE silences SET ends_at = %s WHERE id = %s AND ends_at > %s",
-            (to_iso(now), silence_id, to_iso(now)),
-        )
-        return changed == 1
 
 
 async def _write_states(conn: Conn, account: str, states: dict[str, AlertState]) -> None:

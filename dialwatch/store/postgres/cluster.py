@@ -13,12 +13,9 @@ from datetime import timedelta
 
 from dialwatch.clock import from_micros
 from dialwatch.errors import LeaseLost
+from dialwatch.store.common import micros
 from dialwatch.store.postgres.schema import NOW_US, Conn, Database
 from dialwatch.store.protocol import Fence, ReplicaInfo
-
-
-def _us(delta: timedelta) -> int:
-    return delta // timedelta(microseconds=1)
 
 
 async def check_fence(conn: Conn, account: str, fence: Fence | None) -> None:
@@ -36,20 +33,13 @@ async def check_fence(conn: Conn, account: str, fence: Fence | None) -> None:
 class ClusterTables(Database):
     """The cluster's part of the PostgreSQL store."""
 
-    async def heartbeat(self, replica: str) -> None:
-        await self._write(
-            f"INSERT INTO replicas VALUES (%s, {NOW_US}) "
-            "ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
-            (replica,),
-        )
-
     async def replicas(self, seen_within: timedelta) -> list[ReplicaInfo]:
         rows = await self._all(
             "SELECT r.name, r.last_seen, COALESCE(array_agg(l.account ORDER BY l.account) "
             "FILTER (WHERE l.account IS NOT NULL), '{}') FROM replicas r "
             f"LEFT JOIN leases l ON l.holder = r.name AND l.expires_at > {NOW_US} "
             f"WHERE r.last_seen > {NOW_US} - %s GROUP BY r.name, r.last_seen ORDER BY r.name",
-            (_us(seen_within),),
+            (micros(seen_within),),
         )
         return [ReplicaInfo(name, from_micros(seen), tuple(held)) for name, seen, held in rows]
 
@@ -61,23 +51,6 @@ class ClusterTables(Database):
 
         await self._run(leave)
 
-    async def renew_leases(self, replica: str, ttl: timedelta) -> dict[str, int]:
-        rows = await self._all(
-            f"UPDATE leases SET expires_at = {NOW_US} + %s WHERE holder = %s "
-            "RETURNING account, token",
-            (_us(ttl), replica),
-        )
-        return dict(rows)
-
-    async def free_accounts(self, accounts: Sequence[str]) -> list[str]:
-        rows = await self._all(
-            "SELECT a FROM unnest(%s::text[]) AS a WHERE NOT EXISTS (SELECT 1 FROM leases l "
-            f"WHERE l.account = a AND l.expires_at > {NOW_US})",
-            (list(accounts),),
-        )
-        free = {account for (account,) in rows}
-        return [account for account in accounts if account in free]
-
     async def acquire_leases(
         self, replica: str, accounts: Sequence[str], ttl: timedelta
     ) -> dict[str, int]:
@@ -86,12 +59,6 @@ class ClusterTables(Database):
             "ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, "
             "token = leases.token + 1, expires_at = excluded.expires_at "
             f"WHERE leases.expires_at <= {NOW_US} RETURNING account, token",
-            (replica, _us(ttl), list(accounts)),
+            (replica, micros(ttl), list(accounts)),
         )
         return dict(rows)
-
-    async def release_leases(self, replica: str, accounts: Sequence[str]) -> None:
-        await self._write(
-            "UPDATE leases SET expires_at = 0 WHERE holder = %s AND account = ANY(%s)",
-            (replica, list(accounts)),
-        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from dialwatch.clock import from_iso, to_iso, to_micros
+from dialwatch.clock import to_iso, to_micros
 from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.rules.schema import Match
 from dialwatch.store.postgres.cluster import check_fence
@@ -39,10 +39,6 @@ class LedgerTables(Database):
             "DELETE FROM ledger WHERE account = %s AND key < %s",
             (account, time_key(ledger.keep_since)),
         )
-
-    async def ledger_cursor(self, account: str) -> datetime | None:
-        row = await self._one("SELECT newest FROM ledger_cursor WHERE account = %s", (account,))
-        return from_iso(row[0]) if row else None
 
     async def add_ledger_items(
         self,
@@ -104,6 +100,7 @@ class LedgerTables(Database):
         until: datetime | None = None,
     ) -> SpendSummary:
         where, params = spend_filter(account, since, currency, match, until, postgres=True)
+        where = where.replace("?", "%s")
 
         async def read(conn: Conn) -> SpendSummary:
             cursor = await conn.execute(
@@ -127,19 +124,6 @@ class LedgerTables(Database):
 
         return await self._run(read)
 
-    async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
-        where, params = spend_filter(account, since, currency, postgres=True)
-        row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
-        return Money(int(row[0]) if row else 0, currency)
-
-    async def spend_currency(self, account: str) -> str:
-        row = await self._one(
-            f"SELECT currency FROM ledger WHERE account = %s AND type IN {SPEND_TYPES!r} "
-            "ORDER BY key DESC LIMIT 1",
-            (account,),
-        )
-        return str(row[0]) if row else "USD"
-
     async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         async def read(conn: Conn) -> ItemMatches:
             cursor = await conn.execute(
@@ -160,10 +144,3 @@ class LedgerTables(Database):
             return ItemMatches(count, Money(int(total), currency), tuple(shown))
 
         return await self._run(read)
-
-    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
-        rows = await self._all(
-            "SELECT day, cents FROM spend_days WHERE account = %s AND day >= %s ORDER BY day",
-            (account, since.strftime("%Y-%m-%d")),
-        )
-        return {day: Money(int(cents)) for day, cents in rows}

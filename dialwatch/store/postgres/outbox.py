@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from dialwatch.alerting.lifecycle import Status
-from dialwatch.clock import from_iso, to_iso
+from dialwatch.clock import to_iso
 from dialwatch.delivery.messages import Message
-from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.delivery.outbox import OutboxRow
+from dialwatch.store.common import micros
 from dialwatch.store.postgres.schema import NOW_US, Conn, Database
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HEADS,
     KEEP_DELIVERED,
-    NEXT,
     OUTBOX_COLUMNS,
     UNDELIVERED,
     grouped,
@@ -26,7 +25,6 @@ from dialwatch.store.sql import (
     queue_times,
 )
 
-_CLAIM_US = CLAIM_TTL // timedelta(microseconds=1)
 # Channels with something due now: the head of their queue, or a held message.
 _DUE_CHANNELS = (
     f"SELECT channel FROM outbox WHERE id IN ({HEADS}) AND next_attempt_at <= %(now)s "
@@ -111,7 +109,7 @@ class OutboxTables(Database):
                 "SET holder = excluded.holder, expires_at = excluded.expires_at "
                 f"WHERE outbox_claims.expires_at <= {NOW_US} "
                 "OR outbox_claims.holder = excluded.holder RETURNING channel",
-                {"me": self.replica, "ttl": _CLAIM_US, "now": to_iso(now)},
+                {"me": self.replica, "ttl": micros(CLAIM_TTL), "now": to_iso(now)},
             )
             claimed = [channel for (channel,) in await cursor.fetchall()]
             if not claimed:
@@ -128,53 +126,6 @@ class OutboxTables(Database):
 
         return await self._run(claim)
 
-    async def still_claimed(self, channel: str) -> bool:
-        changed = await self._write(
-            f"UPDATE outbox_claims SET expires_at = {NOW_US} + %s WHERE channel = %s "
-            f"AND holder = %s AND expires_at > {NOW_US}",
-            (_CLAIM_US, channel, self.replica),
-        )
-        return changed == 1
-
-    async def release_claim(self, channel: str) -> None:
-        await self._write(
-            "DELETE FROM outbox_claims WHERE channel = %s AND holder = %s",
-            (channel, self.replica),
-        )
-
-    async def mark_delivered(self, row_id: int, now: datetime) -> None:
-        await self._write(
-            "UPDATE outbox SET delivered_at = %s, attempts = attempts + 1 WHERE id = %s",
-            (to_iso(now), row_id),
-        )
-
-    async def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
-        await self._write(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s "
-            "WHERE id = %s",
-            (error, to_iso(retry_at), row_id),
-        )
-
-    async def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
-        await self._write(
-            "UPDATE outbox SET expired_at = %s, last_error = COALESCE(%s, last_error) "
-            "WHERE id = %s",
-            (to_iso(now), reason, row_id),
-        )
-
-    async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
-        await self._write(
-            "UPDATE outbox SET parts = %s, title = %s, body = %s, notify_type = %s WHERE id = %s",
-            (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
-        )
-
-    async def is_firing(self, alert: str) -> bool:
-        account, _, rule = alert.partition("/")
-        row = await self._one(
-            "SELECT status FROM alerts WHERE account = %s AND rule = %s", (account, rule)
-        )
-        return row is not None and row[0] == Status.FIRING.value
-
     async def was_announced(self, channel: str, alert: str) -> bool:
         row = await self._one(
             "SELECT 1 FROM outbox, jsonb_array_elements(outbox.parts::jsonb) AS part "
@@ -183,29 +134,3 @@ class OutboxTables(Database):
             (channel, alert),
         )
         return row is not None
-
-    async def next_attempt_at(self) -> datetime | None:
-        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {NEXT}")
-        return from_iso(row[0]) if row and row[0] else None
-
-    async def retry_now(self, now: datetime) -> int:
-        return await self._write(
-            f"UPDATE outbox SET next_attempt_at = %s WHERE {UNDELIVERED} AND next_attempt_at > %s",
-            (to_iso(now), to_iso(now)),
-        )
-
-    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
-        rows = await self._all(
-            f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT %s", (limit,)
-        )
-        return [outbox_row(r) for r in rows]
-
-    async def pending_by_channel(self) -> dict[str, int]:
-        rows = await self._all(
-            f"SELECT channel, COUNT(*) FROM outbox WHERE {UNDELIVERED} GROUP BY channel"
-        )
-        return dict(rows)
-
-    async def pending_count(self) -> int:
-        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {UNDELIVERED}")
-        return int(row[0]) if row else 0

@@ -10,6 +10,7 @@ before anything of theirs committed, and nothing else.
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
@@ -19,9 +20,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from dialwatch.errors import ConfigError, StateUnavailable
 from dialwatch.logs import REDACTOR
+from dialwatch.store.common import Row, SqlTables
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
 Conn = psycopg.AsyncConnection[Row]
 
 SCHEMA_VERSION = 5  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
@@ -158,8 +159,11 @@ CREATE TABLE IF NOT EXISTS outbox_claims (
 _PINNED: contextvars.ContextVar[Conn | None] = contextvars.ContextVar("pinned", default=None)
 
 
-class Database:
+class Database(SqlTables):
     """A pool of connections to one PostgreSQL database, at the current schema."""
+
+    now_us = NOW_US
+    postgres = True
 
     def __init__(self, pool: AsyncConnectionPool[Conn], replica: str) -> None:
         self._pool = pool
@@ -212,18 +216,17 @@ class Database:
 
     async def _all(self, sql: str, params: Any = ()) -> list[Row]:
         async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
+            cursor = await conn.execute(_marks(sql), params)
             return await cursor.fetchall()
 
     async def _one(self, sql: str, params: Any = ()) -> Row | None:
         async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
+            cursor = await conn.execute(_marks(sql), params)
             return await cursor.fetchone()
 
     async def _write(self, sql: str, params: Any = ()) -> int:
-        """One statement, committed; returns the rows it touched."""
         async with self._connection() as conn:
-            cursor = await conn.execute(sql, params)
+            cursor = await conn.execute(_marks(sql), params)
             return cursor.rowcount
 
     @asynccontextmanager
@@ -260,6 +263,12 @@ async def _create_schema(conn: Conn) -> None:
         "ON CONFLICT (only_row) DO UPDATE SET version = excluded.version",
         (SCHEMA_VERSION,),
     )
+
+
+@functools.cache
+def _marks(sql: str) -> str:
+    """A statement written for both backends (`?` placeholders) in psycopg's terms."""
+    return sql.replace("?", "%s")
 
 
 def _first_line(exc: BaseException) -> str:

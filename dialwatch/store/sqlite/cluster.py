@@ -9,12 +9,9 @@ from datetime import timedelta
 
 from dialwatch.clock import from_micros
 from dialwatch.errors import LeaseLost
+from dialwatch.store.common import micros
 from dialwatch.store.protocol import Fence, ReplicaInfo
 from dialwatch.store.sqlite.schema import NOW_US, Database
-
-
-def _us(delta: timedelta) -> int:
-    return delta // timedelta(microseconds=1)
 
 
 def check_fence(db: sqlite3.Connection, account: str, fence: Fence | None) -> None:
@@ -32,19 +29,12 @@ def check_fence(db: sqlite3.Connection, account: str, fence: Fence | None) -> No
 class ClusterTables(Database):
     """The cluster's part of the SQLite store."""
 
-    async def heartbeat(self, replica: str) -> None:
-        await self._write(
-            f"INSERT INTO replicas VALUES (?, {NOW_US}) "
-            "ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
-            (replica,),
-        )
-
     async def replicas(self, seen_within: timedelta) -> list[ReplicaInfo]:
         def read(db: sqlite3.Connection) -> list[ReplicaInfo]:
             rows = db.execute(
                 f"SELECT name, last_seen FROM replicas WHERE last_seen > {NOW_US} - ? "
                 "ORDER BY name",
-                (_us(seen_within),),
+                (micros(seen_within),),
             ).fetchall()
             held: dict[str, list[str]] = {}
             for account, holder in db.execute(
@@ -67,29 +57,6 @@ class ClusterTables(Database):
 
         await self._run(leave)
 
-    async def renew_leases(self, replica: str, ttl: timedelta) -> dict[str, int]:
-        def renew(db: sqlite3.Connection) -> dict[str, int]:
-            with self._transaction(db):
-                db.execute(
-                    f"UPDATE leases SET expires_at = {NOW_US} + ? WHERE holder = ?",
-                    (_us(ttl), replica),
-                )
-                rows = db.execute(
-                    "SELECT account, token FROM leases WHERE holder = ?", (replica,)
-                ).fetchall()
-            return dict(rows)
-
-        return await self._run(renew)
-
-    async def free_accounts(self, accounts: Sequence[str]) -> list[str]:
-        held = {
-            account
-            for (account,) in await self._all(
-                f"SELECT account FROM leases WHERE expires_at > {NOW_US}"
-            )
-        }
-        return [account for account in accounts if account not in held]
-
     async def acquire_leases(
         self, replica: str, accounts: Sequence[str], ttl: timedelta
     ) -> dict[str, int]:
@@ -102,18 +69,10 @@ class ClusterTables(Database):
                         "ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, "
                         "token = leases.token + 1, expires_at = excluded.expires_at "
                         f"WHERE leases.expires_at <= {NOW_US} RETURNING token",
-                        (account, replica, _us(ttl)),
+                        (account, replica, micros(ttl)),
                     ).fetchone()
                     if row is not None:
                         taken[account] = row[0]
             return taken
 
         return await self._run(acquire)
-
-    async def release_leases(self, replica: str, accounts: Sequence[str]) -> None:
-        await self._run(
-            lambda db: db.executemany(
-                "UPDATE leases SET expires_at = 0 WHERE holder = ? AND account = ?",
-                [(replica, account) for account in accounts],
-            )
-        )

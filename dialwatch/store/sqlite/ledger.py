@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from dialwatch.clock import from_iso, to_iso, to_micros
+from dialwatch.clock import to_iso, to_micros
 from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
 from dialwatch.rules.schema import Match
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
@@ -36,10 +36,6 @@ class LedgerTables(Database):
             "DELETE FROM ledger WHERE account = ? AND key < ?",
             (account, time_key(ledger.keep_since)),
         )
-
-    async def ledger_cursor(self, account: str) -> datetime | None:
-        row = await self._one("SELECT newest FROM ledger_cursor WHERE account = ?", (account,))
-        return from_iso(row[0]) if row else None
 
     async def add_ledger_items(
         self,
@@ -160,30 +156,8 @@ class LedgerTables(Database):
 
         return await self._run(read)
 
-    async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
-        """Spend since `since`, without the contributors (one query, not three)."""
-        where, params = spend_filter(account, since, currency)
-        row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
-        assert row is not None
-        return Money(row[0], currency)
-
-    async def spend_currency(self, account: str) -> str:
-        row = await self._one(
-            f"SELECT currency FROM ledger WHERE account = ? AND type IN {SPEND_TYPES!r} "
-            "ORDER BY key DESC LIMIT 1",
-            (account,),
-        )
-        return str(row[0]) if row else "USD"
-
     async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         return await self._run(lambda db: _item_matches(db, account, rule, limit))
-
-    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
-        rows = await self._all(
-            "SELECT day, cents FROM spend_days WHERE account = ? AND day >= ? ORDER BY day",
-            (account, since.strftime("%Y-%m-%d")),
-        )
-        return {day: Money(cents) for day, cents in rows}
 
 
 def _item_matches(db: sqlite3.Connection, account: str, rule: str, limit: int) -> ItemMatches:

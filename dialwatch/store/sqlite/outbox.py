@@ -8,15 +8,14 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from dialwatch.alerting.lifecycle import Status
-from dialwatch.clock import from_iso, to_iso
+from dialwatch.clock import to_iso
 from dialwatch.delivery.messages import Message
-from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.delivery.outbox import OutboxRow
+from dialwatch.store.common import micros
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HEADS,
     KEEP_DELIVERED,
-    NEXT,
     OUTBOX_COLUMNS,
     UNDELIVERED,
     grouped,
@@ -25,8 +24,6 @@ from dialwatch.store.sql import (
     queue_times,
 )
 from dialwatch.store.sqlite.schema import NOW_US, Database
-
-CLAIM_TTL_US = CLAIM_TTL // timedelta(microseconds=1)
 
 
 class OutboxTables(Database):
@@ -112,25 +109,6 @@ class OutboxTables(Database):
 
         return await self._run(claim)
 
-    async def mark_delivered(self, row_id: int, now: datetime) -> None:
-        await self._write(
-            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
-            (to_iso(now), row_id),
-        )
-
-    async def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
-        await self._write(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
-            "WHERE id = ?",
-            (error, to_iso(retry_at), row_id),
-        )
-
-    async def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
-        await self._write(
-            "UPDATE outbox SET expired_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
-            (to_iso(now), reason, row_id),
-        )
-
     @staticmethod
     def _waiting_alerts(db: sqlite3.Connection, channel: str) -> set[str]:
         rows = db.execute(
@@ -140,19 +118,6 @@ class OutboxTables(Database):
         )
         return {alert for (alert,) in rows}
 
-    async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
-        await self._write(
-            "UPDATE outbox SET parts = ?, title = ?, body = ?, notify_type = ? WHERE id = ?",
-            (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
-        )
-
-    async def is_firing(self, alert: str) -> bool:
-        account, _, rule = alert.partition("/")
-        row = await self._one(
-            "SELECT status FROM alerts WHERE account = ? AND rule = ?", (account, rule)
-        )
-        return row is not None and row[0] == Status.FIRING.value
-
     async def was_announced(self, channel: str, alert: str) -> bool:
         row = await self._one(
             "SELECT 1 FROM outbox, json_each(outbox.parts) AS part WHERE outbox.channel = ? "
@@ -161,33 +126,6 @@ class OutboxTables(Database):
             (channel, alert),
         )
         return row is not None
-
-    async def next_attempt_at(self) -> datetime | None:
-        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {NEXT}")
-        return from_iso(row[0]) if row and row[0] else None
-
-    async def retry_now(self, now: datetime) -> int:
-        cursor = await self._write(
-            f"UPDATE outbox SET next_attempt_at = ? WHERE {UNDELIVERED} AND next_attempt_at > ?",
-            (to_iso(now), to_iso(now)),
-        )
-        return cursor.rowcount
-
-    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
-        rows = await self._all(
-            f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
-        )
-        return [outbox_row(r) for r in rows]
-
-    async def pending_by_channel(self) -> dict[str, int]:
-        rows = await self._all(
-            f"SELECT channel, COUNT(*) FROM outbox WHERE {UNDELIVERED} GROUP BY channel"
-        )
-        return dict(rows)
-
-    async def pending_count(self) -> int:
-        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {UNDELIVERED}")
-        return int(row[0]) if row else 0
 
     def _claim_channels(self, db: sqlite3.Connection, channels: Sequence[str]) -> set[str]:
         """Inside a transaction: claim these channels for this replica where free."""
@@ -199,21 +137,8 @@ class OutboxTables(Database):
                 "expires_at = excluded.expires_at "
                 f"WHERE outbox_claims.expires_at <= {NOW_US} "
                 "OR outbox_claims.holder = excluded.holder RETURNING channel",
-                (channel, self.replica, CLAIM_TTL_US),
+                (channel, self.replica, micros(CLAIM_TTL)),
             ).fetchone()
             if row is not None:
                 claimed.add(channel)
         return claimed
-
-    async def still_claimed(self, channel: str) -> bool:
-        cursor = await self._write(
-            f"UPDATE outbox_claims SET expires_at = {NOW_US} + ? WHERE channel = ? "
-            f"AND holder = ? AND expires_at > {NOW_US}",
-            (CLAIM_TTL_US, channel, self.replica),
-        )
-        return cursor.rowcount == 1
-
-    async def release_claim(self, channel: str) -> None:
-        await self._write(
-            "DELETE FROM outbox_claims WHERE channel = ? AND holder = ?", (channel, self.replica)
-        )

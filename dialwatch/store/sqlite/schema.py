@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from dialwatch.errors import ConfigError
+from dialwatch.store.common import Row, SqlTables
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 5  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N: statements, each run if its table
@@ -169,9 +169,11 @@ CREATE TABLE IF NOT EXISTS outbox_claims (
 NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 
-class Database:
+class Database(SqlTables):
     """One connection to the state file, opened at the current schema, used from one
     thread of its own."""
+
+    now_us = NOW_US
 
     def __init__(self, path: Path | str, replica: str) -> None:
         self._path = path
@@ -232,12 +234,14 @@ class Database:
         return await self._run(lambda db: db.execute(sql, params).fetchall())
 
     async def _one(self, sql: str, params: Any = ()) -> Row | None:
-        row: Row | None = await self._run(lambda db: db.execute(sql, params).fetchone())
-        return row
+        # All rows, so that the statement is finished (an INSERT ... RETURNING keeps its
+        # write lock until it is).
+        rows = await self._all(sql, params)
+        return rows[0] if rows else None
 
-    async def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    async def _write(self, sql: str, params: Any = ()) -> int:
         """One statement, committed (autocommit outside a transaction)."""
-        return await self._run(lambda db: db.execute(sql, params))
+        return await self._run(lambda db: db.execute(sql, params).rowcount)
 
     @contextmanager
     def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:

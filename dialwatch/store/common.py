@@ -1,0 +1,253 @@
+"""What both SQL backends do the same way: every method that is a single statement or
+two, written once, with `?` placeholders. A backend's Database supplies `_all`, `_one`
+and `_write` (PostgreSQL's read `?` as `%s`) and its clock; the methods that differ
+(a check's commit, the ledger batch, claiming the outbox, taking leases) are its own."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from dialwatch.alerting.lifecycle import AlertState, Status
+from dialwatch.alerting.silences import Silence
+from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
+from dialwatch.delivery.messages import Message
+from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.model import SPEND_TYPES
+from dialwatch.store.sql import (
+    CLAIM_TTL,
+    NEXT,
+    OUTBOX_COLUMNS,
+    UNDELIVERED,
+    alert_state,
+    outbox_row,
+    spend_filter,
+)
+from dialwatch.units import Money
+
+Row = tuple[Any, ...]
+
+
+def micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+class SqlTables(ABC):
+    """The shared half of a SQL Store."""
+
+    now_us: ClassVar[str]  # SQL for the database's clock, in microseconds since the epoch
+    postgres: ClassVar[bool] = False  # globs as regular expressions (no GLOB)
+    replica: str
+
+    @abstractmethod
+    async def _all(self, sql: str, params: Any = ()) -> list[Row]: ...
+
+    @abstractmethod
+    async def _one(self, sql: str, params: Any = ()) -> Row | None: ...
+
+    @abstractmethod
+    async def _write(self, sql: str, params: Any = ()) -> int:
+        """One statement, committed; returns how many rows it touched."""
+
+    # Alert states, balances, digests, silences.
+    async def alert_states(self, account: str) -> dict[str, AlertState]:
+        rows = await self._all(
+            "SELECT rule, status, active_since, last_notified, notifications "
+            "FROM alerts WHERE account = ?",
+            (account,),
+        )
+        return {rule: alert_state(*state) for rule, *state in rows}
+
+    async def failing_since(self, account: str) -> datetime | None:
+        row = await self._one("SELECT since FROM failing WHERE account = ?", (account,))
+        return from_iso(row[0]) if row else None
+
+    async def last_balance(self, account: str) -> Money | None:
+        row = await self._one("SELECT cents, currency FROM balances WHERE account = ?", (account,))
+        return Money(int(row[0]), row[1]) if row else None
+
+    async def digest_sent_for(self, name: str) -> datetime | None:
+        row = await self._one("SELECT sent_for FROM digests WHERE name = ?", (name,))
+        return from_iso(row[0]) if row else None
+
+    async def fired_between(self, account: str, since: datetime, until: datetime) -> dict[str, int]:
+        rows = await self._all(
+            "SELECT rule, COUNT(*) FROM alert_log WHERE account = ? AND decision = 'first' "
+            "AND at >= ? AND at < ? GROUP BY rule",
+            (account, to_iso(since), to_iso(until)),
+        )
+        return dict(rows)
+
+    async def balance_at(self, account: str, moment: datetime) -> Money | None:
+        row = await self._one(
+            "SELECT cents, currency FROM balance_history WHERE account = ? AND at <= ? "
+            "ORDER BY at DESC LIMIT 1",
+            (account, to_micros(moment)),
+        )
+        return Money(int(row[0]), row[1]) if row else None
+
+    async def balance_history(self, account: str, since: datetime) -> list[tuple[datetime, Money]]:
+        rows = await self._all(
+            "SELECT at, cents, currency FROM balance_history WHERE account = ? AND at >= ? "
+            "ORDER BY at",
+            (account, to_micros(since)),
+        )
+        return [(from_micros(at), Money(int(cents), currency)) for at, cents, currency in rows]
+
+    async def add_silence(
+        self, rule: str, account: str | None, ends_at: datetime, reason: str, now: datetime
+    ) -> int:
+        row = await self._one(
+            "INSERT INTO silences (rule, account, ends_at, reason, created_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (rule, account, to_iso(ends_at), reason, to_iso(now)),
+        )
+        assert row is not None
+        return int(row[0])
+
+    async def silences(self, now: datetime) -> list[Silence]:
+        rows = await self._all(
+            "SELECT id, rule, account, ends_at, reason, created_at FROM silences "
+            "WHERE ends_at > ? ORDER BY id",
+            (to_iso(now),),
+        )
+        return [
+            Silence(id, rule, account, from_iso(ends), reason, from_iso(created))
+            for id, rule, account, ends, reason, created in rows
+        ]
+
+    async def end_silence(self, silence_id: int, now: datetime) -> bool:
+        changed = await self._write(
+            "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
+            (to_iso(now), silence_id, to_iso(now)),
+        )
+        return changed == 1
+
+    # The ledger.
+    async def ledger_cursor(self, account: str) -> datetime | None:
+        row = await self._one("SELECT newest FROM ledger_cursor WHERE account = ?", (account,))
+        return from_iso(row[0]) if row else None
+
+    async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
+        """Spend since `since`, without the contributors (one query, not three)."""
+        where, params = spend_filter(account, since, currency, postgres=self.postgres)
+        row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
+        return Money(int(row[0]) if row else 0, currency)
+
+    async def spend_currency(self, account: str) -> str:
+        row = await self._one(
+            f"SELECT currency FROM ledger WHERE account = ? AND type IN {SPEND_TYPES!r} "
+            "ORDER BY key DESC LIMIT 1",
+            (account,),
+        )
+        return str(row[0]) if row else "USD"
+
+    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
+        rows = await self._all(
+            "SELECT day, cents FROM spend_days WHERE account = ? AND day >= ? ORDER BY day",
+            (account, since.strftime("%Y-%m-%d")),
+        )
+        return {day: Money(int(cents)) for day, cents in rows}
+
+    # The outbox.
+    async def mark_delivered(self, row_id: int, now: datetime) -> None:
+        await self._write(
+            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1 WHERE id = ?",
+            (to_iso(now), row_id),
+        )
+
+    async def mark_failed(self, row_id: int, error: str, retry_at: datetime) -> None:
+        await self._write(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+            "WHERE id = ?",
+            (error, to_iso(retry_at), row_id),
+        )
+
+    async def mark_expired(self, row_id: int, now: datetime, reason: str | None = None) -> None:
+        await self._write(
+            "UPDATE outbox SET expired_at = ?, last_error = COALESCE(?, last_error) WHERE id = ?",
+            (to_iso(now), reason, row_id),
+        )
+
+    async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
+        await self._write(
+            "UPDATE outbox SET parts = ?, title = ?, body = ?, notify_type = ? WHERE id = ?",
+            (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
+        )
+
+    async def is_firing(self, alert: str) -> bool:
+        account, _, rule = alert.partition("/")
+        row = await self._one(
+            "SELECT status FROM alerts WHERE account = ? AND rule = ?", (account, rule)
+        )
+        return row is not None and row[0] == Status.FIRING.value
+
+    async def next_attempt_at(self) -> datetime | None:
+        row = await self._one(f"SELECT MIN(next_attempt_at) FROM outbox WHERE {NEXT}")
+        return from_iso(row[0]) if row and row[0] else None
+
+    async def retry_now(self, now: datetime) -> int:
+        return await self._write(
+            f"UPDATE outbox SET next_attempt_at = ? WHERE {UNDELIVERED} AND next_attempt_at > ?",
+            (to_iso(now), to_iso(now)),
+        )
+
+    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
+        rows = await self._all(
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [outbox_row(r) for r in rows]
+
+    async def pending_by_channel(self) -> dict[str, int]:
+        rows = await self._all(
+            f"SELECT channel, COUNT(*) FROM outbox WHERE {UNDELIVERED} GROUP BY channel"
+        )
+        return dict(rows)
+
+    async def pending_count(self) -> int:
+        row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {UNDELIVERED}")
+        return int(row[0]) if row else 0
+
+    async def still_claimed(self, channel: str) -> bool:
+        changed = await self._write(
+            f"UPDATE outbox_claims SET expires_at = {self.now_us} + ? WHERE channel = ? "
+            f"AND holder = ? AND expires_at > {self.now_us}",
+            (micros(CLAIM_TTL), channel, self.replica),
+        )
+        return changed == 1
+
+    async def release_claim(self, channel: str) -> None:
+        await self._write(
+            "DELETE FROM outbox_claims WHERE channel = ? AND holder = ?", (channel, self.replica)
+        )
+
+    # The cluster.
+    async def heartbeat(self, replica: str) -> None:
+        await self._write(
+            f"INSERT INTO replicas VALUES (?, {self.now_us}) "
+            "ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+            (replica,),
+        )
+
+    async def renew_leases(self, replica: str, ttl: timedelta) -> dict[str, int]:
+        rows = await self._all(
+            f"UPDATE leases SET expires_at = {self.now_us} + ? WHERE holder = ? "
+            "RETURNING account, token",
+            (micros(ttl), replica),
+        )
+        return dict(rows)
+
+    async def free_accounts(self, accounts: Sequence[str]) -> list[str]:
+        rows = await self._all(f"SELECT account FROM leases WHERE expires_at > {self.now_us}")
+        held = {account for (account,) in rows}
+        return [account for account in accounts if account not in held]
+
+    async def release_leases(self, replica: str, accounts: Sequence[str]) -> None:
+        for account in accounts:
+            await self._write(
+                "UPDATE leases SET expires_at = 0 WHERE holder = ? AND account = ?",
+                (replica, account),
+            )
