@@ -263,7 +263,7 @@ async def _run(settings: Settings, rules: RulesFile) -> int:
         if settings.listen_address is not None:
             host, port = settings.listen_address
             app = endpoints.make_app(
-                fleet.all, fleet.metrics, lambda: fleet.state.error, fleet.checked
+                fleet.all, fleet.metrics, fleet.readiness_problem, fleet.checked
             )
             runner = await endpoints.start(app, host, port)
             log.info("endpoints.listening", host=host, port=port)

@@ -83,6 +83,15 @@ class Fleet:
     def all(self) -> list[Watcher]:
         return list(self.watchers.values())
 
+    def readiness_problem(self) -> str | None:
+        """Why this replica is not ready, apart from its accounts' checks: the state
+        store is unreachable, or it does not yet know which accounts it holds."""
+        if self.state.error is not None:
+            return f"the state store is unavailable ({self.state.error})"
+        if not self.lease_said:
+            return "starting: the first round of leases has not finished"
+        return None
+
     def checked(self) -> list[Watcher]:
         """The watchers of the accounts this replica holds."""
         return [w for name, w in self.watchers.items() if name in self.held]

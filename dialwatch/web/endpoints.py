@@ -30,7 +30,8 @@ def make_app(
 ) -> web.Application:
     """The endpoints over the accounts `watchers()` returns (it changes on reload), of
     which this replica checks `checked()` (default: all), the service's `metrics`, and
-    `state_problem()`: why the state store cannot be reached, if it cannot."""
+    `state_problem()`: why the replica cannot be ready whatever its accounts (the state
+    store is unreachable, or it is still taking its leases), if so."""
     app = web.Application()
     app[WATCHERS] = watchers
     app[CHECKED] = checked or watchers
@@ -74,7 +75,7 @@ async def _readyz(request: web.Request) -> web.Response:
     problem = request.app[STATE]()
     if problem is not None:
         ready = False
-        lines.append(f"state: not ready: the state store is unavailable ({problem})")
+        lines.append(f"not ready: {problem}")
     for watcher in request.app[CHECKED]():
         health, account = watcher.health, watcher.account
         if health.last_success is None:
