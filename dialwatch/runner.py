@@ -110,11 +110,7 @@ class Fleet:
 
     def lose(self, account: str) -> None:
         """A write found the lease on `account` taken over: stop checking it."""
-        self.held.pop(account, None)
-        if account in self.watchers:
-            self.watchers[account].fence = None
-        self.metrics.observe_leases(self.settings.replica, set(self.held), list(self.watchers))
-        self.changed.set()
+        self.hold({name: token for name, token in self.held.items() if name != account})
 
     async def stop_checking(self, accounts: Sequence[str]) -> None:
         """Stop the check loops of `accounts` and wait until they have stopped."""

@@ -84,12 +84,6 @@ class Cluster:
         self.replicas.append(replica)
         return replica
 
-    def holder(self, account: str) -> Replica | None:
-        for replica in self.replicas:
-            if replica.process.returncode is None and account in (replica.held() or []):
-                return replica
-        return None
-
     async def stop_all(self) -> None:
         for replica in self.replicas:
             if replica.process.returncode is None:
@@ -225,8 +219,9 @@ async def test_a_paused_holder_that_wakes_after_a_takeover_sends_nothing_stale(
 async def test_sigterm_hands_over_without_a_duplicate(
     make_cluster: Callable[[list[str]], Cluster], dial: DialSimulator, webhook: WebhookReceiver
 ) -> None:
-    """A replica stopped with SIGTERM gives its leases back; the other takes over at its
-    next tick and carries the firing alert on without announcing it again."""
+    """A replica stopped with SIGTERM leaves the cluster and gives its lease back (the
+    other takes over at its next round, not after the TTL; benchmarks/replicas.py times
+    it), and the firing alert carries on without being announced again."""
     cluster = make_cluster(["dial"])
     dial.account.balance_cents = 4000
     one = await cluster.start("r1")
@@ -235,7 +230,13 @@ async def test_sigterm_hands_over_without_a_duplicate(
     await wait_until(lambda: two.held() == [])
     one.process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(one.process.wait(), 10) == 0
-    await wait_until(lambda: two.held() == ["dial"], timeout=2.5)  # before the 3s TTL
+    with psycopg.connect(cluster.env["DIALWATCH_STATE"]) as conn:
+        replicas = conn.execute("SELECT name FROM replicas ORDER BY name").fetchall()
+        lease = conn.execute("SELECT holder, expires_at FROM leases").fetchone()
+    assert replicas == [("r2",)]  # r1 left the cluster on its way out
+    assert lease is not None
+    assert lease[0] == "r2" or lease[1] == 0  # given back, not left to lapse
+    await wait_until(lambda: two.held() == ["dial"])
     await wait_until(lambda: two.checks("dial") >= 3)
     dial.account.balance_cents = 23500
     await wait_until(lambda: len(webhook.titles) == 2)
@@ -282,16 +283,18 @@ async def test_terminated_database_connections_lose_and_repeat_nothing(
     one = await cluster.start("r1")
     two = await cluster.start("r2")
     await wait_until(lambda: webhook.titles == [LOW.format(account="dial")])
-    holder = cluster.holder("dial")
-    assert holder is not None
+
+    def checks() -> int:  # by whichever replica holds the account now
+        return one.checks("dial") + two.checks("dial")
+
     for _ in range(3):
-        done = holder.checks("dial")
+        done = checks()
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        await wait_until(lambda h=holder, d=done: h.checks("dial") >= d + 2)
+        await wait_until(lambda d=done: checks() >= d + 2)
     dial.account.balance_cents = 23500
     await wait_until(lambda: len(webhook.titles) == 2)
     assert webhook.titles == [LOW.format(account="dial"), RESOLVED.format(account="dial")]
