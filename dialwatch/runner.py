@@ -20,7 +20,7 @@ from dialwatch.clock import Clock, SystemClock
 from dialwatch.cluster.leases import LeaseKeeper
 from dialwatch.cluster.outage import StateHealth, state_alert
 from dialwatch.delivery.notifier import AppriseNotifier, Notifier
-from dialwatch.delivery.outbox import deliver_due
+from dialwatch.delivery.outbox import Unrecorded, deliver_due
 from dialwatch.errors import ConfigError, DialwatchError, LeaseLost, StateUnavailable
 from dialwatch.logs import REDACTOR
 from dialwatch.pipeline.cycle import UNHEALTHY_ALERT, CycleReport, Watcher, run_checks, run_cycle
@@ -60,6 +60,7 @@ class Fleet:
     )
     state: StateHealth = field(default_factory=StateHealth)
     lease_said: bool = False  # the first tick's leases are logged, even none
+    unrecorded: Unrecorded = field(default_factory=Unrecorded)
 
     def apply(self, rules: RulesFile) -> None:
         """Run `rules` from now on: new and changed accounts get new watchers, removed
@@ -326,7 +327,9 @@ async def _delivery_loop(fleet: Fleet, stop: asyncio.Event) -> None:
         fleet.wake_delivery.clear()
         wait = 30.0
         try:
-            delivery = await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
+            delivery = await deliver_due(
+                fleet.store, fleet.notifier, fleet.clock.now(), fleet.unrecorded
+            )
             fleet.metrics.observe_delivery(delivery)
             next_at = await fleet.store.next_attempt_at()
             fleet.state_ok()
@@ -340,7 +343,7 @@ async def _delivery_loop(fleet: Fleet, stop: asyncio.Event) -> None:
         await _first(fleet.wake_delivery.wait(), stop.wait(), limit_s=wait)
     # Last chance for what the final checks queued.
     with contextlib.suppress(StateUnavailable):
-        await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
+        await deliver_due(fleet.store, fleet.notifier, fleet.clock.now(), fleet.unrecorded)
 
 
 @contextlib.asynccontextmanager

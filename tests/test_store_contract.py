@@ -5,7 +5,9 @@ cluster's leases, fencing and delivery claims."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,13 +17,15 @@ import pytest
 from dialwatch.alerting.lifecycle import AlertState, Status
 from dialwatch.cluster.leases import LeaseKeeper
 from dialwatch.delivery.messages import Message
-from dialwatch.delivery.outbox import OutboxEntry
-from dialwatch.errors import ConfigError, LeaseLost
+from dialwatch.delivery.notifier import AppriseNotifier
+from dialwatch.delivery.outbox import OutboxEntry, Unrecorded, deliver_due
+from dialwatch.errors import ConfigError, LeaseLost, StateUnavailable
 from dialwatch.model import LedgerItem, time_key
-from dialwatch.rules.schema import Match
+from dialwatch.rules.schema import Channel, Match
 from dialwatch.store import Fence, LedgerCheckpoint, Store, open_store
 from dialwatch.store.transfer import import_sqlite
 from dialwatch.units import Money
+from tests.servers import WebhookReceiver
 from tests.test_store import RELEASED, WRITTEN_AT
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -286,3 +290,85 @@ async def test_state_import_copies_a_sqlite_file_and_refuses_a_second_time(
         await store.close()
     with pytest.raises(ConfigError, match="already holds dialwatch state"):
         await import_sqlite(source, postgres_url, "importer")
+
+
+class StoreFault:
+    """A real failure of the state store, made between a send and its record: another
+    connection holds SQLite's write lock, or PostgreSQL refuses and drops connections."""
+
+    def __init__(self, location: str, admin: str | None) -> None:
+        self.location, self.admin = location, admin
+        self.lock: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        if self.admin is None:
+            self.lock = sqlite3.connect(self.location, isolation_level=None)
+            self.lock.execute("BEGIN EXCLUSIVE")
+            return
+        database = self.location.rsplit("/", 1)[1]
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+
+    def end(self) -> None:
+        if self.lock is not None:
+            self.lock.execute("COMMIT")
+            self.lock.close()
+            return
+        database = self.location.rsplit("/", 1)[1]
+        assert self.admin is not None
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+@dataclass
+class FailingAfterSend:
+    """The real notifier, and the store failing the moment the first send succeeded."""
+
+    inner: AppriseNotifier
+    fault: StoreFault
+    sends: int = 0
+
+    async def send(self, channel: str, message: Message) -> str | None:
+        error = await self.inner.send(channel, message)
+        self.sends += 1
+        if self.sends == 1:
+            self.fault.start()
+        return error
+
+
+async def test_a_message_sent_when_the_store_fails_is_recorded_later_not_sent_again(
+    state_location: str, webhook: WebhookReceiver, request: pytest.FixtureRequest
+) -> None:
+    """The store fails between a successful send and its record: delivery says so
+    (StateUnavailable), sends nothing more while the store is down, and records the
+    message once the store is back, without a second send."""
+    admin = None
+    if state_location.startswith("postgresql://"):
+        admin = request.getfixturevalue("postgres_server")
+    store = await open_store(state_location, replica="r1")
+    try:
+        await store.commit_check(
+            "dial", NOW, {}, [OutboxEntry("dial/low", "first", "oncall", message("low"))], EXPIRES
+        )
+        fault = StoreFault(state_location, admin)
+        channels = {"oncall": Channel.model_validate({"url": webhook.url})}
+        notifier = FailingAfterSend(AppriseNotifier(channels, timeout=10, min_interval=0), fault)
+        unrecorded = Unrecorded()
+        with pytest.raises(StateUnavailable):
+            await deliver_due(store, notifier, NOW, unrecorded)
+        assert webhook.titles == ["low"]
+        assert len(unrecorded.sent) == 1
+        with pytest.raises(StateUnavailable):
+            await deliver_due(store, notifier, NOW + timedelta(minutes=1), unrecorded)
+        fault.end()
+        report = await deliver_due(store, notifier, NOW + timedelta(minutes=2), unrecorded)
+        assert (report.delivered, unrecorded.sent) == ([], {})
+        assert webhook.titles == ["low"]
+        assert notifier.sends == 1
+        assert await store.pending_count() == 0
+    finally:
+        await store.close()

@@ -126,15 +126,39 @@ class DeliveryReport:
     expired: list[OutboxRow] = field(default_factory=list)
 
 
-async def deliver_due(store: OutboxStore, notifier: Notifier, now: datetime) -> DeliveryReport:
+@dataclass
+class Unrecorded:
+    """Notifications this process sent but could not mark delivered, because the store
+    failed right after the send (a lost connection, a locked or full disk). They are
+    marked once the store answers and never sent again meanwhile: a store outage costs
+    no duplicate, and a process that dies with some unmarked costs one each at most."""
+
+    sent: dict[int, datetime] = field(default_factory=dict)  # row id -> when it was sent
+
+    async def record(self, store: OutboxStore) -> None:
+        for row_id, at in list(self.sent.items()):
+            await store.mark_delivered(row_id, at)
+            del self.sent[row_id]
+            log.info("notify.recorded", row=row_id, why="sent before the state store failed")
+
+
+async def deliver_due(
+    store: OutboxStore, notifier: Notifier, now: datetime, unrecorded: Unrecorded | None = None
+) -> DeliveryReport:
     """Try every due notification once. Channels are sent to concurrently; within a
-    channel, in order, stopping at the first failure so messages are not reordered."""
+    channel, in order, stopping at the first failure so messages are not reordered.
+    Raises StateUnavailable if the store fails; what was sent by then is in `unrecorded`."""
+    memo = unrecorded or Unrecorded()
+    await memo.record(store)
     report = DeliveryReport()
     by_channel = groupby(
         sorted(await store.due(now), key=lambda r: (r.channel, r.id)), lambda r: r.channel
     )
     await asyncio.gather(
-        *(_deliver_channel(store, notifier, list(rows), now, report) for _, rows in by_channel)
+        *(
+            _deliver_channel(store, notifier, list(rows), now, report, memo)
+            for _, rows in by_channel
+        )
     )
     return report
 
@@ -145,9 +169,10 @@ async def _deliver_channel(
     rows: list[OutboxRow],
     now: datetime,
     report: DeliveryReport,
+    memo: Unrecorded,
 ) -> None:
     try:
-        await _deliver_rows(store, notifier, rows, now, report)
+        await _deliver_rows(store, notifier, rows, now, report, memo)
     finally:
         await store.release_claim(rows[0].channel)
 
@@ -158,6 +183,7 @@ async def _deliver_rows(
     rows: list[OutboxRow],
     now: datetime,
     report: DeliveryReport,
+    memo: Unrecorded,
 ) -> None:
     for row in rows:
         bound = log.bind(channel=row.channel, alert=row.alert, decision=row.decision)
@@ -187,7 +213,9 @@ async def _deliver_rows(
             continue
         error = await notifier.send(row.channel, row.message)
         if error is None:
+            memo.sent[row.id] = now  # until it is marked: never sent twice by this process
             await store.mark_delivered(row.id, now)
+            del memo.sent[row.id]
             report.delivered.append(row)
             bound.info("notify.sent", attempt=row.attempts + 1)
             continue

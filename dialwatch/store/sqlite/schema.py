@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from dialwatch.errors import ConfigError
+from dialwatch.errors import ConfigError, StateUnavailable
 from dialwatch.store.common import Row, SqlTables
 
 T = TypeVar("T")
@@ -165,6 +165,11 @@ CREATE TABLE IF NOT EXISTS outbox_claims (
     expires_at INTEGER NOT NULL
 );
 """
+# Failures of the file rather than of the statement: retrying later can help.
+_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PROTOCOL,
+}  # fmt: skip
 # The database's clock, in microseconds since the epoch.
 NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
@@ -224,11 +229,17 @@ class Database(SqlTables):
         self._thread.shutdown(wait=True)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` with the connection, on its thread."""
+        """Run `work` with the connection, on its thread. A locked, full or failing
+        disk is StateUnavailable (nothing of `work` committed); anything else is a bug."""
         db = self._db
         if db is None:
             raise RuntimeError("the state store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _UNAVAILABLE:
+                raise
+            raise StateUnavailable(f"{self._path}: {exc}") from exc
 
     async def _all(self, sql: str, params: Any = ()) -> list[Row]:
         return await self._run(lambda db: db.execute(sql, params).fetchall())
