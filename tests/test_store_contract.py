@@ -121,6 +121,39 @@ async def test_group_wait_gathers_later_checks_into_the_waiting_message(store: S
     assert row.message.title == "[WARNING] dial: 2 notifications (low, card)"
 
 
+async def test_group_wait_never_merges_two_accounts_messages(store: Store) -> None:
+    """Messages waiting on one channel gather per account: another account's message
+    gets a row of its own, under its own name."""
+    wait = timedelta(minutes=1)
+    for account in ("east", "west"):
+        await store.commit_check(
+            account, NOW, {}, [OutboxEntry(f"{account}/low", "first", "oncall", message("low"))],
+            EXPIRES, group_wait=wait,
+        )  # fmt: skip
+    rows = await store.due(NOW + wait)
+    assert [(r.alert, [p.alert for p in r.parts]) for r in rows] == [
+        ("east/low", ["east/low"]),
+        ("west/low", ["west/low"]),
+    ]
+
+
+async def test_a_restart_does_not_release_what_quiet_hours_hold(store: Store) -> None:
+    """retry_now (at start-up) makes failed messages due at once, but a message held by
+    quiet hours keeps waiting for their end."""
+    morning = NOW + timedelta(hours=5)
+    await store.commit_check(
+        "dial", NOW, {}, [OutboxEntry("dial/low", "first", "oncall", message("low"), morning),
+                          OutboxEntry("dial/low", "first", "finance", message("low"))], EXPIRES,
+    )  # fmt: skip
+    (failed,) = await store.due(NOW)
+    await store.mark_failed(failed.id, "HTTP 503", NOW + timedelta(minutes=10))
+    await store.release_claim(failed.channel)
+    assert await store.retry_now(NOW) == 1
+    assert [r.channel for r in await store.due(NOW)] == ["finance"]
+    await store.release_claim("finance")
+    assert [r.channel for r in await store.due(morning)] == ["oncall", "finance"]
+
+
 async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store) -> None:
     """Items read twice are stored once; spend sums, contributors, globs and the item
     matches read back exactly; the cursor moves at commit and old items are pruned."""

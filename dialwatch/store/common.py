@@ -190,8 +190,11 @@ class SqlTables(ABC):
         return from_iso(row[0]) if row and row[0] else None
 
     async def retry_now(self, now: datetime) -> int:
+        """Make every undelivered notification due now, but those quiet hours hold: a
+        restart must not release at 02:00 what was held until 07:00."""
         return await self._write(
-            f"UPDATE outbox SET next_attempt_at = ? WHERE {UNDELIVERED} AND next_attempt_at > ?",
+            f"UPDATE outbox SET next_attempt_at = ? WHERE {UNDELIVERED} AND held = 0 "
+            "AND next_attempt_at > ?",
             (to_iso(now), to_iso(now)),
         )
 

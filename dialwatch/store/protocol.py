@@ -168,7 +168,8 @@ class Store(OutboxStore, Protocol):
         ...
 
     async def retry_now(self, now: datetime) -> int:
-        """Make every undelivered notification due now (at start-up); returns how many."""
+        """Make every undelivered notification due now (at start-up), except those that
+        quiet hours hold; returns how many."""
         ...
 
     async def recent_notifications(self, limit: int) -> list[OutboxRow]:

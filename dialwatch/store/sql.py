@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dialwatch.alerting.lifecycle import AlertState, Status
-from dialwatch.clock import from_iso, from_micros
+from dialwatch.clock import from_iso, from_micros, to_iso
 from dialwatch.delivery.messages import Message, combine
 from dialwatch.delivery.outbox import OutboxRow, Part
 from dialwatch.model import SPEND_TYPES, LedgerItem, time_key
@@ -89,6 +89,21 @@ def grouped(account: str, parts: list[list[str]]) -> tuple[str, str, str, str, s
     alert = ",".join(dict.fromkeys(p[0] for p in parts))
     decision = parts[0][1] if len(parts) == 1 else "group"
     return (alert, decision, *message, json.dumps(parts))
+
+
+def waiting_message(
+    account: str, channel: str, now: datetime, hold_until: datetime | None
+) -> tuple[str, tuple[object, ...]]:
+    """The query (`?` placeholders) for `account`'s message still waiting on `channel`
+    for the same moment, which a later check's parts join; never another account's."""
+    sql = (
+        f"SELECT id, parts FROM outbox WHERE channel = ? AND substr(alert, 1, ?) = ? "
+        f"AND {UNDELIVERED} AND attempts = 0 AND held = ? AND next_attempt_at > ? "
+        + ("AND next_attempt_at = ? " if hold_until else "")
+        + "ORDER BY id DESC LIMIT 1"
+    )
+    params = (channel, len(account) + 1, f"{account}/", int(hold_until is not None), to_iso(now))
+    return sql, params + ((to_iso(hold_until),) if hold_until else ())
 
 
 def queue_times(

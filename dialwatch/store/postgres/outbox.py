@@ -12,7 +12,7 @@ from dialwatch.clock import to_iso
 from dialwatch.delivery.messages import Message
 from dialwatch.delivery.outbox import OutboxRow
 from dialwatch.store.common import micros
-from dialwatch.store.postgres.schema import NOW_US, Conn, Database
+from dialwatch.store.postgres.schema import NOW_US, Conn, Database, marks
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HEADS,
@@ -23,6 +23,7 @@ from dialwatch.store.sql import (
     new_parts,
     outbox_row,
     queue_times,
+    waiting_message,
 )
 
 # Channels with something due now: the head of their queue, or a held message.
@@ -65,14 +66,8 @@ class OutboxTables(Database):
         waiting = None
         if send_at > now:
             # Join the message already waiting for the same moment on this channel.
-            cursor = await conn.execute(
-                f"SELECT id, parts FROM outbox WHERE channel = %s AND {UNDELIVERED} "
-                "AND attempts = 0 AND held = %s AND next_attempt_at > %s "
-                + ("AND next_attempt_at = %s " if hold_until else "")
-                + "ORDER BY id DESC LIMIT 1 FOR UPDATE",
-                (channel, int(hold_until is not None), to_iso(now))
-                + ((to_iso(hold_until),) if hold_until else ()),
-            )
+            sql, params = waiting_message(account, channel, now, hold_until)
+            cursor = await conn.execute(marks(sql) + " FOR UPDATE", params)
             waiting = await cursor.fetchone()
         if waiting is not None:
             parts = json.loads(waiting[1]) + parts

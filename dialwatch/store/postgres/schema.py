@@ -216,17 +216,17 @@ class Database(SqlTables):
 
     async def _all(self, sql: str, params: Any = ()) -> list[Row]:
         async with self._connection() as conn:
-            cursor = await conn.execute(_marks(sql), params)
+            cursor = await conn.execute(marks(sql), params)
             return await cursor.fetchall()
 
     async def _one(self, sql: str, params: Any = ()) -> Row | None:
         async with self._connection() as conn:
-            cursor = await conn.execute(_marks(sql), params)
+            cursor = await conn.execute(marks(sql), params)
             return await cursor.fetchone()
 
     async def _write(self, sql: str, params: Any = ()) -> int:
         async with self._connection() as conn:
-            cursor = await conn.execute(_marks(sql), params)
+            cursor = await conn.execute(marks(sql), params)
             return cursor.rowcount
 
     @asynccontextmanager
@@ -266,7 +266,7 @@ async def _create_schema(conn: Conn) -> None:
 
 
 @functools.cache
-def _marks(sql: str) -> str:
+def marks(sql: str) -> str:
     """A statement written for both backends (`?` placeholders) in psycopg's terms."""
     return sql.replace("?", "%s")
 

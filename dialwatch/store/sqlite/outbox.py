@@ -22,6 +22,7 @@ from dialwatch.store.sql import (
     new_parts,
     outbox_row,
     queue_times,
+    waiting_message,
 )
 from dialwatch.store.sqlite.schema import NOW_US, Database
 
@@ -53,14 +54,7 @@ class OutboxTables(Database):
         waiting = None
         if send_at > now:
             # Join the message already waiting for the same moment on this channel.
-            waiting = db.execute(
-                f"SELECT id, parts FROM outbox WHERE channel = ? AND {UNDELIVERED} "
-                "AND attempts = 0 AND held = ? AND next_attempt_at > ? "
-                + ("AND next_attempt_at = ? " if hold_until else "")
-                + "ORDER BY id DESC LIMIT 1",
-                (channel, int(hold_until is not None), to_iso(now))
-                + ((to_iso(hold_until),) if hold_until else ()),
-            ).fetchone()
+            waiting = db.execute(*waiting_message(account, channel, now, hold_until)).fetchone()
         if waiting is not None:
             parts = json.loads(waiting[1]) + parts
         values = grouped(account, parts)
