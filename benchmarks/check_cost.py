@@ -61,9 +61,9 @@ rules:
 
 
 async def _measure(state: str, rules_text: str, rounds: int) -> tuple[float, float]:
+    from dialwatch.fleet import open_fleet
     from dialwatch.logs import configure_logging
     from dialwatch.rules.loading import parse_rules
-    from dialwatch.runner import open_fleet
     from dialwatch.settings import Settings
 
     configure_logging("json", "warning", io.StringIO())  # as a service runs: no debug lines

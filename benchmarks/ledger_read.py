@@ -116,9 +116,9 @@ async def _bare(base_url: str) -> tuple[int, Measured]:
 
 
 async def _dialwatch(base_url: str) -> tuple[int, Measured]:
+    from dialwatch.fleet import open_fleet
     from dialwatch.pipeline.cycle import run_cycle
     from dialwatch.rules.loading import parse_rules
-    from dialwatch.runner import open_fleet
     from dialwatch.settings import Settings
     from dialwatch.store import LedgerCheckpoint
 

@@ -18,15 +18,15 @@ from dialwatch import __version__
 from dialwatch.clock import SystemClock
 from dialwatch.delivery.messages import Message
 from dialwatch.delivery.notifier import AppriseNotifier
-from dialwatch.delivery.outbox import deliver_due
 from dialwatch.errors import ConfigError, DialwatchError, StateUnavailable
+from dialwatch.fleet import check_once, open_fleet, reload_rules
 from dialwatch.logs import REDACTOR, configure_logging
-from dialwatch.pipeline.cycle import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport, run_checks
+from dialwatch.pipeline.cycle import AUTH_ALERT, UNHEALTHY_ALERT, CycleReport
 from dialwatch.rules.loading import load_rules
 from dialwatch.rules.schema import RulesFile
-from dialwatch.runner import open_fleet, reload_rules, run_service
+from dialwatch.runner import run_service
 from dialwatch.settings import Settings, load_settings
-from dialwatch.store import Fence, is_postgres, open_store, shown_location
+from dialwatch.store import is_postgres, open_store, shown_location
 from dialwatch.store.transfer import import_sqlite
 from dialwatch.units import parse_duration
 from dialwatch.web import endpoints
@@ -284,40 +284,22 @@ def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
 
 
 async def _check(settings: Settings, rules: RulesFile, *, dry_run: bool) -> int:
-    # A name of its own, so that it never renews or delivers as a running replica would.
-    settings = settings.model_copy(update={"replica_name": f"{settings.replica}-check"})
-    async with open_fleet(settings, rules) as fleet:
-        watchers = fleet.all()
-        leases: dict[str, int] = {}
-        if not dry_run:
-            # A real check writes state: only for accounts no running replica holds.
-            leases = await fleet.store.acquire_leases(
-                settings.replica, list(fleet.watchers), settings.lease_ttl
-            )
-            for watcher in watchers:
-                if watcher.account in leases:
-                    watcher.fence = Fence(settings.replica, leases[watcher.account])
-                else:
-                    print(
-                        f"{watcher.account}: skipped: a running dialwatch checks this account "
-                        "(see its status page); `check --dry-run` shows what it would send",
-                        file=sys.stderr,
-                    )
-            watchers = [w for w in watchers if w.account in leases]
-        try:
-            reports = await run_checks(watchers, dry_run=dry_run)
-            for watcher, report in zip(watchers, reports, strict=True):
-                _print_report(watcher.account, report, dry_run=dry_run)
-            if not dry_run:
-                delivery = await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
-                for row, error in delivery.failed:
-                    print(
-                        f"send to {row.channel} failed ({error}); it stays in the outbox and "
-                        "`dialwatch run` retries it",
-                        file=sys.stderr,
-                    )
-        finally:
-            await fleet.store.release_leases(settings.replica, list(leases))
+    checked = await check_once(settings, rules, dry_run=dry_run)
+    for account in checked.skipped:
+        print(
+            f"{account}: skipped: a running dialwatch checks this account "
+            "(see its status page); `check --dry-run` shows what it would send",
+            file=sys.stderr,
+        )
+    for account, report in checked.reports.items():
+        _print_report(account, report, dry_run=dry_run)
+    for row, error in checked.delivery.failed:
+        print(
+            f"send to {row.channel} failed ({error}); it stays in the outbox and "
+            "`dialwatch run` retries it",
+            file=sys.stderr,
+        )
+    reports = checked.reports.values()
     if any(report.errors for report in reports):
         return EXIT_ERROR
     return EXIT_FIRING if any(report.firing for report in reports) else EXIT_OK

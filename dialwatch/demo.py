@@ -19,8 +19,9 @@ from typing import Any, TextIO
 
 import apprise.decorators
 
+from dialwatch.fleet import open_fleet
 from dialwatch.rules.loading import parse_rules
-from dialwatch.runner import open_fleet, run_service
+from dialwatch.runner import run_service
 from dialwatch.settings import Settings
 from dialwatch.simulators.dial import DialAccount, DialSimulator
 from dialwatch.simulators.mifumo import MifumoAccount, MifumoSimulator

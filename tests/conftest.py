@@ -16,12 +16,12 @@ from aiohttp import ClientResponse
 
 from dialwatch.delivery.notifier import AppriseNotifier
 from dialwatch.delivery.outbox import deliver_due
+from dialwatch.fleet import Fleet, open_fleet
 from dialwatch.logs import configure_logging
 from dialwatch.pipeline.cycle import CycleReport, Watcher
 from dialwatch.providers.dial import DialProvider
 from dialwatch.providers.http import ApiClient
 from dialwatch.rules.loading import load_rules
-from dialwatch.runner import Fleet, open_fleet
 from dialwatch.settings import Settings
 from dialwatch.simulators.cloudflare import CloudflareAccount, CloudflareSimulator
 from dialwatch.simulators.dial import DialAccount, DialSimulator

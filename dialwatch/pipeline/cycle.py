@@ -57,7 +57,7 @@ class CycleObserver(Protocol):
 
 @dataclass
 class Watcher:
-    """Everything one account's check needs; built by `runner.open_fleet`, or by tests.
+    """Everything one account's check needs; built by `fleet.open_fleet`, or by tests.
     The watchers of one service share the store, notifier, metrics and rules."""
 
     rules: RulesFile

@@ -1,0 +1,297 @@
+"""The fleet: the watchers of one service, one per account, and what they share; built
+from settings (`open_fleet`), changed by a reload, told which accounts it holds; and
+`check_once`, one round as `dialwatch check` runs it. The loops are in `runner.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from dialwatch import __version__
+from dialwatch.alerting.routing import targets_for
+from dialwatch.clock import Clock, SystemClock
+from dialwatch.cluster.outage import StateHealth, state_alert
+from dialwatch.delivery.notifier import AppriseNotifier, Notifier
+from dialwatch.delivery.outbox import DeliveryReport, Unrecorded, deliver_due
+from dialwatch.errors import ConfigError, DialwatchError
+from dialwatch.logs import REDACTOR
+from dialwatch.pipeline.cycle import UNHEALTHY_ALERT, CycleReport, Watcher, run_checks
+from dialwatch.providers import DEFAULT_PROVIDER, open_provider
+from dialwatch.providers.http import Sleep
+from dialwatch.rules.loading import load_rules
+from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, RulesFile
+from dialwatch.settings import Settings
+from dialwatch.store import Fence, Store, open_store, shown_location
+from dialwatch.web.metrics import Metrics
+
+log = structlog.get_logger("dialwatch.fleet")
+
+
+@dataclass
+class Fleet:
+    """The watchers of one service, one per account, and what they share."""
+
+    rules: RulesFile
+    store: Store
+    notifier: Notifier
+    clock: Clock
+    metrics: Metrics
+    # Builds the watcher of an account (new, or changed by a reload).
+    build: Callable[[Account, RulesFile, Notifier], Watcher]
+    settings: Settings
+    watchers: dict[str, Watcher] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The accounts this replica holds the lease of (-> token), and their check loops.
+    held: dict[str, int] = field(default_factory=dict)
+    loops: dict[str, tuple[Watcher, asyncio.Event, asyncio.Task[None]]] = field(
+        default_factory=dict
+    )
+    state: StateHealth = field(default_factory=StateHealth)
+    lease_said: bool = False  # the first tick's leases are logged, even none
+    unrecorded: Unrecorded = field(default_factory=Unrecorded)
+
+    def apply(self, rules: RulesFile) -> None:
+        """Run `rules` from now on: new and changed accounts get new watchers, removed
+        ones stop; the account loops follow at once (see `run_service`)."""
+        accounts = {a.name: a for a in accounts_of(rules, self.settings)}
+        self.rules = rules
+        if isinstance(self.notifier, AppriseNotifier):
+            self.notifier = self.notifier.with_channels(rules.channels)
+        for name in list(self.watchers):
+            if accounts.get(name) != self.accounts.get(name):
+                del self.watchers[name]
+        for name, account in accounts.items():
+            if name in self.watchers:
+                self.watchers[name].rules = rules
+                self.watchers[name].notifier = self.notifier
+            else:
+                self.watchers[name] = self.build(account, rules, self.notifier)
+        self.accounts = accounts
+        self.changed.set()
+
+    def all(self) -> list[Watcher]:
+        return list(self.watchers.values())
+
+    def readiness_problem(self) -> str | None:
+        """Why this replica is not ready, apart from its accounts' checks: the state
+        store is unreachable, or it does not yet know which accounts it holds."""
+        if self.state.error is not None:
+            return f"the state store is unavailable ({self.state.error})"
+        if not self.lease_said:
+            return "starting: the first round of leases has not finished"
+        return None
+
+    def checked(self) -> list[Watcher]:
+        """The watchers of the accounts this replica holds."""
+        return [w for name, w in self.watchers.items() if name in self.held]
+
+    def hold(self, held: dict[str, int]) -> None:
+        """From now on this replica checks exactly the accounts of `held`, each write
+        fenced by its lease's token."""
+        for name, watcher in self.watchers.items():
+            token = held.get(name)
+            watcher.fence = Fence(self.settings.replica, token) if token else None
+        if held != self.held or not self.lease_said:
+            log.info("lease.held", replica=self.settings.replica, accounts=sorted(held))
+            self.held, self.lease_said = dict(held), True
+            self.changed.set()
+        self.metrics.observe_leases(self.settings.replica, set(held), list(self.watchers))
+
+    def lose(self, account: str) -> None:
+        """A write found the lease on `account` taken over: stop checking it."""
+        self.hold({name: token for name, token in self.held.items() if name != account})
+
+    async def stop_checking(self, accounts: Sequence[str]) -> None:
+        """Stop the check loops of `accounts` and wait until they have stopped."""
+        stopping = [self.loops.pop(name) for name in accounts if name in self.loops]
+        for _, halt, _ in stopping:
+            halt.set()
+        await asyncio.gather(*(task for _, _, task in stopping), return_exceptions=True)
+
+    def lease_tick(self) -> float:
+        """How often leases are renewed and rebalanced: well inside their TTL, and no
+        slower than the quickest account's interval (so a handover takes one)."""
+        intervals = [w.interval.total_seconds() for w in self.watchers.values()]
+        ttl = self.settings.lease_ttl.total_seconds()
+        return max(0.5, min([ttl / 3, *intervals]))
+
+    def state_ok(self) -> None:
+        if self.state.recovered(self.clock.now()) and self.state.alerted:
+            self.state.alerted = False
+            asyncio.get_running_loop().create_task(self._state_alert(firing=False))
+
+    async def state_down(self, error: DialwatchError) -> None:
+        """The store cannot be reached: say so once, and after `unhealthy_after` alert
+        directly (the outbox is in the store), once per outage."""
+        now = self.clock.now()
+        self.state.failed(now, str(error), self.settings.replica)
+        if (
+            not self.state.alerted
+            and self.state.down_for(now) >= self.rules.defaults.unhealthy_after
+        ):
+            self.state.alerted = True
+            await self._state_alert(firing=True)
+
+    async def _state_alert(self, *, firing: bool) -> None:
+        where = shown_location(self.settings.state.get_secret_value())
+        message = state_alert(
+            self.settings.replica, where, firing, self.state.since, self.clock.now()
+        )
+        channels = targets_for(self.rules, UNHEALTHY_ALERT, "watcher_unhealthy", "critical", "", "")
+        for target in channels:
+            error = await self.notifier.send(target.channel, message)
+            if error is None:
+                log.info("notify.sent", channel=target.channel, alert=UNHEALTHY_ALERT, direct=True)
+            else:
+                log.error(
+                    "notify.failed", channel=target.channel, alert=UNHEALTHY_ALERT, error=error
+                )
+
+    async def check(self, *, dry_run: bool = False) -> list[CycleReport]:
+        """Check every account once, at the same time."""
+        return await run_checks(self.all(), dry_run=dry_run)
+
+
+def accounts_of(rules: RulesFile, settings: Settings) -> tuple[Account, ...]:
+    """The accounts section, or without one the Dial account of DIALWATCH_API_KEY."""
+    if rules.accounts:
+        return rules.accounts
+    if settings.api_key is None:
+        raise ConfigError(
+            "DIALWATCH_API_KEY is not set: the Dial API key is required "
+            "(or list accounts in the rules file)"
+        )
+    return (
+        Account(
+            name=DEFAULT_ACCOUNT,
+            provider=DEFAULT_PROVIDER,
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+        ),
+    )
+
+
+def reload_rules(fleet: Fleet, path: Path) -> bool:
+    """Swap in the rules file at `path`; an invalid file is rejected, the old rules stay."""
+    try:
+        rules = load_rules(path)
+        accounts_of(rules, fleet.settings)
+    except ConfigError as exc:
+        log.error(
+            "config.reload_rejected",
+            file=str(path),
+            errors=[str(issue) for issue in exc.issues] or [str(exc)],
+            kept="the previous rules keep running",
+        )
+        return False
+    fleet.apply(rules)
+    log.info(
+        "config.reloaded",
+        file=str(path),
+        accounts=list(fleet.accounts),
+        rules=[rule.name for rule in rules.rules],
+        channels=list(rules.channels),
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `dialwatch check` did: a report per account it checked, the accounts it left
+    to a running replica, and the delivery of what it queued."""
+
+    reports: dict[str, CycleReport]
+    skipped: tuple[str, ...]
+    delivery: DeliveryReport
+
+
+async def check_once(settings: Settings, rules: RulesFile, *, dry_run: bool) -> Checked:
+    """Check every account once, as `dialwatch check`. A real check writes state, so it
+    takes the lease of each account first and leaves those a running replica holds
+    alone; a dry run writes nothing and checks them all. Runs under a replica name of
+    its own, so that it never renews or delivers as a running replica would."""
+    settings = settings.model_copy(update={"replica_name": f"{settings.replica}-check"})
+    async with open_fleet(settings, rules) as fleet:
+        watchers, leases = fleet.all(), {}
+        if not dry_run:
+            leases = await fleet.store.acquire_leases(
+                settings.replica, list(fleet.watchers), settings.lease_ttl
+            )
+            watchers = [w for w in watchers if w.account in leases]
+            for watcher in watchers:
+                watcher.fence = Fence(settings.replica, leases[watcher.account])
+        try:
+            reports = await run_checks(watchers, dry_run=dry_run)
+            delivery = DeliveryReport()
+            if not dry_run:
+                delivery = await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
+        finally:
+            await fleet.store.release_leases(settings.replica, list(leases))
+    return Checked(
+        {w.account: report for w, report in zip(watchers, reports, strict=True)},
+        tuple(name for name in fleet.watchers if not dry_run and name not in leases),
+        delivery,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_fleet(
+    settings: Settings,
+    rules: RulesFile,
+    *,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    sleep: Sleep = asyncio.sleep,
+    interval: timedelta | None = None,
+) -> AsyncIterator[Fleet]:
+    """Build the service from settings: HTTP session, a provider per account, the state
+    store and apprise. `interval` overrides every account's (the demo's quick pace)."""
+    accounts_of(rules, settings)  # fails before anything is opened
+    store = await open_store(settings.state.get_secret_value(), settings.replica)
+    metrics = Metrics()
+    wake = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession(
+            headers={"User-Agent": f"dialwatch/{__version__}"}
+        ) as session:
+
+            def build(account: Account, rules: RulesFile, notifier: Notifier) -> Watcher:
+                REDACTOR.add(account.api_key.get_secret_value())
+                return Watcher(
+                    rules=rules,
+                    source=open_provider(
+                        account, session, sleep=sleep, observe=metrics.observe_api
+                    ),
+                    store=store,
+                    notifier=notifier,
+                    clock=fleet.clock,
+                    interval=interval or account.interval or settings.interval,
+                    outbox_expiry=settings.outbox_expiry,
+                    ledger_overlap=settings.ledger_overlap,
+                    wake_delivery=wake,
+                    metrics=metrics,
+                )
+
+            fleet = Fleet(
+                rules=rules,
+                store=store,
+                notifier=notifier or AppriseNotifier(rules.channels),
+                clock=clock or SystemClock(),
+                metrics=metrics,
+                build=build,
+                settings=settings,
+                wake_delivery=wake,
+            )
+            fleet.apply(rules)
+            yield fleet
+    finally:
+        await store.close()
