@@ -143,6 +143,30 @@ async def test_for_holds_an_alert_pending_before_it_fires(
     assert len(webhook.received) == 1
 
 
+async def test_a_pending_alert_is_judged_by_its_threshold_not_its_resolve_level(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """One reading below the threshold starts `for: 10m`; a balance back above it (though
+    within the resolve margin) ends the pending alert: nothing fires, and no message
+    ever says $50.50 is below $50.00."""
+    text = harness.rules_path.read_text().replace(
+        "    severity: warning\n", "    severity: warning\n    for: 10m\n", 1
+    )
+    harness.rules_path.write_text(text)
+    from dialwatch.rules.loading import load_rules
+
+    harness.watcher.rules = load_rules(harness.rules_path)
+    harness.dial.account.balance_cents = 4999
+    await check_and_deliver(harness)
+    harness.dial.account.balance_cents = 5050
+    for _ in range(12):
+        harness.clock.advance(minutes=1)
+        report = await check_and_deliver(harness)
+    statuses = {o.spec.name: o.state.status for o in report.outcomes}
+    assert statuses["wallet-low"] is Status.INACTIVE
+    assert webhook.received == []
+
+
 @pytest.mark.parametrize(
     ("fault", "expected_log"),
     [

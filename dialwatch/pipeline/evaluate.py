@@ -51,7 +51,8 @@ async def evaluate_rules(
     for rule in active:
         finding: Finding | None = None
         if isinstance(rule, SnapshotRule) and snapshot is not None:
-            was_active = states.get(rule.name, AlertState()).status is not Status.INACTIVE
+            # Hysteresis holds a firing alert; a pending one is judged by its threshold.
+            was_active = states.get(rule.name, AlertState()).status is Status.FIRING
             finding = evaluate(
                 rule, snapshot, was_active=was_active, previous_balance=previous_balance
             )
