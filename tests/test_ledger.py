@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -382,3 +383,24 @@ async def test_silenced_item_rule_lets_its_events_go(h: Harness, webhook: Webhoo
     assert [t for t in webhook.alert_titles if "expensive-call" in t] == [
         "[WARNING] dial / expensive-call: 1 spend item(s) at or above $5.00 (total $8.00)"
     ]
+
+
+async def test_a_future_dated_item_does_not_hide_the_items_after_it(
+    h: Harness, webhook: WebhookReceiver, log_lines: Callable[[], list[dict[str, Any]]]
+) -> None:
+    """A payment dated two hours ahead is stored and logged, but the cursor stops at the
+    check's time: the calls that come in the next minutes are still read and alerted."""
+    await start_empty(h)
+    now = h.clock.now()
+    h.dial.ledger.extend([payment(at(120, now), 2000)])
+    await check(h)
+    assert [e["occurred_at"] for e in log_lines() if e["event"] == "ledger.future_item"] == [
+        (now + timedelta(hours=2)).isoformat()
+    ]
+    h.clock.advance(minutes=10)
+    h.dial.ledger.extend([usage(at(5 + i * 0.5, now), 900, call=f"c{i}") for i in range(5)])
+    report = await check(h)
+    assert finding(report, "daily-spend") == "spend $45.00 in the last 24h is within $100.00"
+    assert "[WARNING] dial / expensive-call: 5 spend item(s) at or above $5.00 (total $45.00)" in (
+        webhook.titles
+    )

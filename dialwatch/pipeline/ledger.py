@@ -82,7 +82,20 @@ async def sync_ledger(
     pending: list[LedgerItem] = []
     async for batch in source.read_activity(floor, stats):
         if batch:
-            newest = max(newest, batch[0].occurred_at)
+            # The cursor never passes the check's own time: one item dated in the future
+            # would otherwise push the next read's floor past everything before it.
+            newest = max(newest, min(batch[0].occurred_at, now))
+            for item in batch:
+                if item.occurred_at <= now:
+                    break
+                log.warning(
+                    "ledger.future_item",
+                    account=account,
+                    type=item.type,
+                    occurred_at=item.occurred_at.isoformat(),
+                    read_at=now.isoformat(),
+                    why="dated after the check: stored, but the cursor stays at the check's time",
+                )
         pending += batch
         if len(pending) >= STORE_BATCH:
             new += await store.add_ledger_items(account, pending, matching(pending), fence)
