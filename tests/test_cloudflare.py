@@ -101,7 +101,9 @@ async def test_global_api_key_with_email_is_accepted(
 async def test_rejected_credentials_quote_the_envelope_errors(
     make_fleet: MakeFleet, cloudflare: CloudflareSimulator, webhook: WebhookReceiver
 ) -> None:
-    """A 403 reads the envelope's `code: message`; the auth alert names the account."""
+    """A 403 (on the ledger read: Cloudflare's billing read makes no request) reads the
+    envelope's `code: message` and raises the auth alert naming the account, which
+    resolves once the token works again."""
     cloudflare.account.api_token = "rotated"
     h = await make_fleet(RULES)
 
@@ -111,6 +113,20 @@ async def test_rejected_credentials_quote_the_envelope_errors(
     assert report.ledger_error.reason == "auth"
     assert "10000: Authentication error" in str(report.ledger_error)
     assert CLOUDFLARE_TOKEN not in str(report.ledger_error)
+    rejected = (
+        "[CRITICAL] cf / dialwatch-api-auth: the billing API rejected dialwatch's API key "
+        "for cf; no rule can be checked until it is replaced"
+    )
+    assert webhook.titles == [rejected]
+
+    cloudflare.account.api_token = CLOUDFLARE_TOKEN
+    h.clock.advance(minutes=1)
+    await h.check()
+    assert webhook.titles == [
+        rejected,
+        "[RESOLVED] cf / dialwatch-api-auth: the billing API accepts dialwatch's API key "
+        "for cf again",
+    ]
 
 
 async def test_success_false_on_a_200_is_a_bad_response(

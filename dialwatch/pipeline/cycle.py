@@ -153,7 +153,7 @@ async def _cycle(w: Watcher) -> CycleReport:
     evaluations, spend = await evaluate_rules(
         store, rules, active, account, provider, now, snapshot, ledger is not None, states
     )
-    evaluations += watcher_alerts(rules, account, provider, error, errors, failing_since, now)
+    evaluations += watcher_alerts(rules, account, provider, errors, failing_since, now)
     # silence, inhibit, decide
     decided = decide_all(evaluations, states, silences, rules.inhibit, account, now)
     # render

@@ -75,17 +75,18 @@ def watcher_alerts(
     rules: RulesFile,
     account: str,
     provider: str,
-    error: ProviderError | None,
     errors: list[ProviderError],
     failing_since: datetime | None,
     now: datetime,
 ) -> list[Evaluation]:
-    """dialwatch's own alerts: its key was rejected; checks have failed too long."""
+    """dialwatch's own alerts: its key was rejected (by any read: Cloudflare's arrives
+    on the ledger); checks have failed too long."""
     evaluations = []
-    if error is None or isinstance(error, AuthError):
+    rejected = next((e for e in errors if isinstance(e, AuthError)), None)
+    if rejected is not None or not errors:
         # Other failures say nothing about the key: its alert stays as it was.
         auth = watcher_spec(rules, AUTH_ALERT, "watcher_auth", account, provider)
-        evaluations.append((auth, _auth_finding(error, account)))
+        evaluations.append((auth, _auth_finding(rejected, account)))
     unhealthy = watcher_spec(rules, UNHEALTHY_ALERT, "watcher_unhealthy", account, provider)
     after = rules.defaults.unhealthy_after
     evaluations.append((unhealthy, _unhealthy_finding(errors, failing_since, now, after)))
