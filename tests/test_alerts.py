@@ -110,7 +110,7 @@ UNANNOUNCED = AlertState(Status.FIRING, T0, None, 0)
         (UNANNOUNCED, True, False, Status.FIRING, Decision.FIRST, 1),
         (UNANNOUNCED, False, False, Status.INACTIVE, Decision.NONE, 0),
         (FIRING, True, True, Status.FIRING, Decision.NONE, 1),
-        (FIRING, False, True, Status.INACTIVE, Decision.NONE, 0),
+        (FIRING, False, True, Status.INACTIVE, Decision.RESOLVED, 0),
     ],
     ids=[
         "fires-muted-unannounced",
@@ -118,7 +118,7 @@ UNANNOUNCED = AlertState(Status.FIRING, T0, None, 0)
         "announced-when-unmuted",
         "never-announced-never-resolved",
         "no-reminder-while-muted",
-        "no-resolved-while-muted",
+        "announced-then-muted-still-resolves",
     ],
 )
 def test_muted_alerts_change_state_but_are_not_announced(
@@ -129,7 +129,8 @@ def test_muted_alerts_change_state_but_are_not_announced(
     decision: Decision,
     notifications: int,
 ) -> None:
-    """Silenced alerts fire quietly and are announced once the silence ends, if still on."""
+    """Silenced alerts fire quietly and are announced once the silence ends, if still on;
+    one announced before it was muted still gets its resolution (incidents close)."""
     new_state, got = step(
         state, active, T0 + 600 * MIN, Timing(0 * MIN, 60 * MIN, True), muted=muted
     )

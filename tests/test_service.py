@@ -654,3 +654,21 @@ async def test_delivered_notifications_are_forgotten_after_a_week(
     titles = [row.message.title for row in await harness.watcher.store.recent_notifications(10)]
     # The alert's rows (7 days old) are gone; the resolutions (1 day old) stay.
     assert titles == [webhook.titles[1]] * 2
+
+
+async def test_an_announced_alert_silenced_afterwards_still_sends_its_resolution(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """Fired and announced, then silenced, then cleared: the channel that was told it
+    fired is told it ended (so a paging incident closes), silence or not."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
+    now = harness.clock.now()
+    await harness.watcher.store.add_silence("wallet-low", None, now + timedelta(days=1), "ok", now)
+    harness.dial.account.balance_cents = 23500
+    harness.clock.advance(minutes=1)
+    await check_and_deliver(harness)
+    assert webhook.titles[1:] == [
+        "[RESOLVED] dial / wallet-low: wallet balance $235.00 is back above $50.00"
+    ]

@@ -48,13 +48,14 @@ def step(
 ) -> tuple[AlertState, Decision]:
     """Advance one alert by one observation.
 
-    A muted alert (silenced) still moves through its states but is not announced; once
-    unmuted, a firing alert that was never announced is announced then. An alert that
-    was never announced gets no resolved notice either.
+    A muted alert (silenced or inhibited) still moves through its states but is not
+    announced; once unmuted, a firing alert that was never announced is announced then.
+    An alert that was never announced gets no resolved notice either, and one that was
+    announced gets it even if muted since: whoever was told it fired learns it ended.
     """
     if not active:
         announced = state.status is Status.FIRING and state.notifications > 0
-        if announced and timing.send_resolved and not muted:
+        if announced and timing.send_resolved:
             return AlertState(), Decision.RESOLVED
         return AlertState(), Decision.NONE
 
