@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(_check(settings, rules, dry_run=args.dry_run))
         return asyncio.run(_test_notify(rules, args.channels))
-    except ConfigError as exc:
+    except (ConfigError, StateUnavailable) as exc:
         print(REDACTOR.redact(str(exc)), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -241,7 +241,7 @@ async def _state_import(settings: Settings, source: Path) -> int:
 def _validate(path: Path) -> int:
     try:
         rules = load_rules(path)
-    except ConfigError as exc:
+    except (ConfigError, StateUnavailable) as exc:
         print(REDACTOR.redact(str(exc)), file=sys.stderr)
         return EXIT_ERROR
     print(f"{path}: OK: {len(rules.channels)} channel(s), {len(rules.rules)} rule(s)")

@@ -332,3 +332,17 @@ async def test_silence_commands_mute_list_and_end_a_silence(
     assert "no rule matches 'walet-low'; rules: wallet-low, wallet-critical" in unknown.err
     again = await dialwatch("unsilence", "1", env=env)
     assert again.code == 2
+
+
+async def test_a_corrupt_state_file_is_a_clear_error_not_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A state file that is not a database: `check` and `run` say which file and exit 2
+    (never 1, which means "firing"), with no traceback."""
+    state = Path(env["DIALWATCH_STATE"])
+    state.write_bytes(b"this is not a SQLite database, it is a shopping list\n" * 100)
+    for command in ("check", "run", "silences"):
+        ran = await dialwatch(command, env=env)
+        assert ran.code == 2, (command, ran.err)
+        assert f"{state}: not a dialwatch state file" in ran.err
+        assert "Traceback" not in ran.err + ran.out

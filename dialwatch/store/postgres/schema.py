@@ -186,6 +186,11 @@ class Database(SqlTables):
         try:
             await pool.open(wait=True, timeout=10.0)
             await store._run(_create_schema)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StateUnavailable(
+                f"PostgreSQL is unavailable: no connection within 10s ({_first_line(exc)})"
+            ) from exc
         except BaseException:
             await pool.close()
             raise

@@ -217,6 +217,16 @@ class Database(SqlTables):
                     _migrate(db, _MIGRATIONS[step])
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in (
+                _UNAVAILABLE
+            ):
+                raise StateUnavailable(f"{self._path}: {exc}") from exc
+            raise ConfigError(
+                f"{self._path}: not a dialwatch state file ({exc}); point DIALWATCH_STATE at "
+                "the right file, or move this one away to start afresh"
+            ) from exc
         except BaseException:
             db.close()
             raise
