@@ -157,3 +157,25 @@ async def test_events_held_by_quiet_hours_are_delivered_when_they_end(
     assert webhook.alert_titles == [
         "[WARNING] dial / expensive-call: 1 spend item(s) at or above $5.00 (total $9.00)"
     ]
+
+
+async def test_a_part_that_clears_in_quiet_hours_is_dropped_from_its_group_and_logged(
+    make_harness: MakeHarness, webhook: WebhookReceiver, log_lines: Any
+) -> None:
+    """Two alerts held in one message; one clears in the night: at 07:00 the message
+    carries only the other, and the dropped part is logged as notify.dropped."""
+    critical = "  - name: wallet-critical\n    kind: balance_below\n    mute_during: [nights]\n"
+    h = await make_harness(QUIET.replace(critical, critical + "    mute_critical: true\n"))
+
+    h.clock.current = datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+    h.dial.account.balance_cents = 900
+    await check_and_deliver(h)
+    h.dial.account.balance_cents = 4500
+    h.clock.current = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    await check_and_deliver(h)
+    h.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    await check_and_deliver(h)
+
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $9.00 is below $50.00"]
+    dropped = [(e["channel"], e["alert"]) for e in log_lines() if e["event"] == "notify.dropped"]
+    assert dropped == [("oncall", "dial/wallet-critical")]

@@ -197,6 +197,15 @@ async def _deliver_rows(
                 bound.info("notify.dropped", why="cleared during quiet hours, never announced")
                 continue
             if len(kept) < len(row.parts):
+                for part in row.parts:
+                    if part not in kept:
+                        log.info(
+                            "notify.dropped",
+                            channel=row.channel,
+                            alert=part.alert,
+                            decision=part.decision,
+                            why="cleared during quiet hours, never announced",
+                        )
                 account = kept[0].alert.partition("/")[0]
                 message = combine(account, [(p.alert, p.message) for p in kept])
                 await store.keep_parts(row.id, kept, message)
