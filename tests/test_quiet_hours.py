@@ -162,8 +162,9 @@ async def test_events_held_by_quiet_hours_are_delivered_when_they_end(
 async def test_a_part_that_clears_in_quiet_hours_is_dropped_from_its_group_and_logged(
     make_harness: MakeHarness, webhook: WebhookReceiver, log_lines: Any
 ) -> None:
-    """Two alerts held in one message; one clears in the night: at 07:00 the message
-    carries only the other, and the dropped part is logged as notify.dropped."""
+    """Two alerts held in one message; one fires and clears in the night: at 07:00 the
+    message carries only the other, and each dropped part (the firing and its
+    resolution) is logged as notify.dropped."""
     critical = "  - name: wallet-critical\n    kind: balance_below\n    mute_during: [nights]\n"
     h = await make_harness(QUIET.replace(critical, critical + "    mute_critical: true\n"))
 
@@ -177,5 +178,12 @@ async def test_a_part_that_clears_in_quiet_hours_is_dropped_from_its_group_and_l
     await check_and_deliver(h)
 
     assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $9.00 is below $50.00"]
-    dropped = [(e["channel"], e["alert"]) for e in log_lines() if e["event"] == "notify.dropped"]
-    assert dropped == [("oncall", "dial/wallet-critical")]
+    dropped = [
+        (e["channel"], e["alert"], e["decision"])
+        for e in log_lines()
+        if e["event"] == "notify.dropped"
+    ]
+    assert dropped == [
+        ("oncall", "dial/wallet-critical", "first"),
+        ("oncall", "dial/wallet-critical", "resolved"),
+    ]
