@@ -181,6 +181,20 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             "accounts[0].provider",
             "Input should be 'dial', 'mifumo', 'hookbridge' or 'cloudflare'",
         ),
+        (
+            "misspelt_channel_key",
+            4,
+            5,
+            "channels.oncall.fromat",
+            "unknown key; did you mean 'format'? valid keys here: url, format, title, body",
+        ),
+        (
+            "template_raises",
+            8,
+            5,
+            "rules[0].title",
+            "template error: integer division or modulo by zero",
+        ),
     ],
 )
 def test_rejected_rules_file_names_file_line_column_and_key(

@@ -23,8 +23,13 @@ from dialwatch.rules.schema import (
     INHERITED,
     RULE_KINDS,
     Account,
+    AlertMatcher,
+    Channel,
     Defaults,
+    Digest,
+    Inhibit,
     Match,
+    Route,
     RulesFile,
     _RuleBase,
 )
@@ -177,12 +182,22 @@ def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[_RuleBase] | None)
     return message.removeprefix("Value error, ")
 
 
+# The model of each entry of a top-level section (a mapping's values, a list's items).
+_ENTRIES: dict[str, type[BaseModel]] = {
+    "accounts": Account, "channels": Channel, "digest": Digest, "routes": Route,
+    "inhibit": Inhibit,
+}  # fmt: skip
+
+
 def _valid_keys(parent: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> list[str]:
+    """The keys valid where an unknown one was found (under `parent`)."""
     model: type[BaseModel] = RulesFile
-    if parent[-1:] == ("match",):
+    if parent[:1] == ("rules",) and parent[-1:] == ("match",):
         model = Match
-    elif parent[:1] == ("accounts",) and len(parent) == 2:
-        model = Account
+    elif parent[:1] in (("routes",), ("inhibit",)) and len(parent) == 3:
+        model = AlertMatcher  # a route's match, an inhibit's source or target
+    elif len(parent) == 2 and parent[0] in _ENTRIES:
+        model = _ENTRIES[parent[0]]
     elif kind_model is not None:
         model = kind_model
     elif parent == ("defaults",):

@@ -54,6 +54,8 @@ def problem(source: str, kind: str | None) -> str | None:
     except TemplateError as exc:
         valid = ", ".join(fields_for(kind))
         return f"template error: {exc.message}; fields here: {valid}"
+    except Exception as exc:  # raised while rendering (`x // 0`): it would at 3 a.m. too
+        return f"template error: {exc} (rendering it with sample values failed)"
     return None
 
 
