@@ -672,3 +672,29 @@ async def test_an_announced_alert_silenced_afterwards_still_sends_its_resolution
     assert webhook.titles[1:] == [
         "[RESOLVED] dial / wallet-low: wallet balance $235.00 is back above $50.00"
     ]
+
+
+async def test_an_alert_whose_rule_was_removed_is_closed_and_says_why(
+    harness: Harness, webhook: WebhookReceiver
+) -> None:
+    """wallet-low fires, then the rule leaves the rules file: the next check closes the
+    alert (no stale "firing" on the page or in metrics) and tells the channel why."""
+    harness.dial.account.balance_cents = 4000
+    await check_and_deliver(harness)
+    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
+    from dialwatch.rules.loading import load_rules
+
+    text = harness.rules_path.read_text()
+    start = text.index("  - name: wallet-low")
+    harness.rules_path.write_text(text[:start] + text[text.index("  - name: wallet-critical") :])
+    harness.watcher.rules = load_rules(harness.rules_path)
+    harness.clock.advance(minutes=1)
+    report = await check_and_deliver(harness)
+    assert webhook.titles[1:] == [
+        "[RESOLVED] dial / wallet-low: the rule no longer runs on this account "
+        "(removed from the rules file, or renamed)"
+    ]
+    assert "wallet-low" not in await harness.watcher.store.alert_states("dial")
+    assert [o.decision for o in report.outcomes if o.spec.name == "wallet-low"] == [
+        Decision.RESOLVED
+    ]

@@ -26,11 +26,17 @@ from dialwatch.delivery.notifier import Notifier
 from dialwatch.delivery.render import Outcome, render, to_outbox
 from dialwatch.errors import AuthError, ProviderError
 from dialwatch.model import BillingSnapshot
-from dialwatch.pipeline.evaluate import AUTH_ALERT, UNHEALTHY_ALERT, evaluate_rules, watcher_alerts
+from dialwatch.pipeline.evaluate import (
+    AUTH_ALERT,
+    UNHEALTHY_ALERT,
+    closed_alerts,
+    evaluate_rules,
+    watcher_alerts,
+)
 from dialwatch.pipeline.events import digests_due, item_events
 from dialwatch.pipeline.ledger import LedgerSync, sync_ledger
 from dialwatch.providers import REGISTRY, Provider
-from dialwatch.rules.schema import LEDGER_KINDS, Rule, RulesFile
+from dialwatch.rules.schema import LEDGER_KINDS, WATCHER_ALERTS, Rule, RulesFile
 from dialwatch.store import Fence, Store
 from dialwatch.units import Money
 
@@ -156,6 +162,8 @@ async def _cycle(w: Watcher) -> CycleReport:
     evaluations += watcher_alerts(rules, account, provider, errors, failing_since, now)
     # silence, inhibit, decide
     decided = decide_all(evaluations, states, silences, rules.inhibit, account, now)
+    known = {r.name for r in active} | set(WATCHER_ALERTS)
+    decided += await closed_alerts(store, rules.channels, states, known, account)
     # render
     outcomes = [render(account, d, now) for d in decided]
     # events: new ledger items, digests

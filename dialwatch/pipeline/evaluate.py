@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 
-from dialwatch.alerting.decide import AlertSpec, rule_spec, watcher_spec
-from dialwatch.alerting.lifecycle import AlertState, Status
+from dialwatch.alerting.decide import AlertSpec, Decided, rule_spec, watcher_spec
+from dialwatch.alerting.lifecycle import AlertState, Decision, Status
+from dialwatch.alerting.routing import Target
 from dialwatch.errors import AuthError, ProviderError
 from dialwatch.model import BillingSnapshot
 from dialwatch.rules.evaluate import (
@@ -126,3 +127,30 @@ def _auth_finding(error: ProviderError | None, account: str) -> Finding:
             ),
         )
     return Finding(False, f"the billing API accepts dialwatch's API key for {account} again")
+
+
+REMOVED = "the rule no longer runs on this account (removed from the rules file, or renamed)"
+
+
+async def closed_alerts(
+    store: Store,
+    channels: Collection[str],
+    states: Mapping[str, AlertState],
+    known: set[str],
+    account: str,
+) -> list[Decided]:
+    """Alerts whose rule no longer runs on this account (removed, renamed, or moved to
+    other accounts by a reload): closed, so nothing stays "firing" forever, and where one
+    was announced, its resolution goes to the channels that were told it fired."""
+    closed = []
+    for name, previous in states.items():
+        if name in known:
+            continue
+        told = [c for c in channels if await store.was_announced(c, f"{account}/{name}")]
+        announced = previous.status is Status.FIRING and previous.notifications > 0 and bool(told)
+        spec = AlertSpec(
+            name, "removed", "info", tuple(Target(c) for c in told), timedelta(0), None, True
+        )
+        decision = Decision.RESOLVED if announced else Decision.NONE
+        closed.append(Decided(spec, Finding(False, REMOVED), AlertState(), decision, previous))
+    return closed
