@@ -218,3 +218,22 @@ async def test_pages_out_of_order_are_read_whole(
 
     assert pages_read(mifumo) == [1, 3, 2, 3]
     assert report.spend["sms-spend"].cents == 250
+
+
+async def test_a_backlog_larger_than_one_sql_statement_holds_is_stored_in_batches(
+    make_fleet: MakeFleet, mifumo: MifumoSimulator, webhook: WebhookReceiver
+) -> None:
+    """40,000 history records in the window (more than SQLite's 32,766 variables in one
+    statement): the check stores them all, in bounded batches, and sums them exactly."""
+    for i in range(40_000):
+        mifumo.account.record(f"u{i}", "usage", -0.01, stamp(-20 + i * 0.0004))
+    h = await make_fleet(RULES)
+
+    reports = await h.check()
+
+    assert reports["sms"].errors == []
+    assert reports["sms"].ledger is not None
+    assert reports["sms"].ledger.new_items == 40_000
+    assert "[WARNING] sms / sms-spend: spend $400.00 in the last 24h is above $20.00" in (
+        webhook.alert_titles
+    )

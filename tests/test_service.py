@@ -698,3 +698,15 @@ async def test_an_alert_whose_rule_was_removed_is_closed_and_says_why(
     assert [o.decision for o in report.outcomes if o.spec.name == "wallet-low"] == [
         Decision.RESOLVED
     ]
+
+
+async def test_a_balance_too_large_to_store_is_a_bad_response_not_a_crash(
+    harness: Harness, log_lines: Any
+) -> None:
+    """balanceCents of 10**19 (past any 64-bit integer) fails the check as a response off
+    the contract, counted and shown like any failed read, instead of crashing it."""
+    harness.dial.account.balance_cents = 10**19
+    report = await run_cycle(harness.watcher)
+    assert [e.reason for e in report.errors] == ["bad_response"]
+    assert "balanceCents" in str(report.errors[0])
+    assert harness.watcher.health.last_error is not None

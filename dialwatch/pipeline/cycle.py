@@ -24,7 +24,7 @@ from dialwatch.alerting.routing import Target
 from dialwatch.clock import Clock
 from dialwatch.delivery.notifier import Notifier
 from dialwatch.delivery.render import Outcome, render, to_outbox
-from dialwatch.errors import AuthError, ProviderError
+from dialwatch.errors import AuthError, LeaseLost, ProviderError, StateUnavailable
 from dialwatch.model import BillingSnapshot
 from dialwatch.pipeline.evaluate import (
     AUTH_ALERT,
@@ -124,7 +124,15 @@ class CycleReport:
 
 async def run_cycle(watcher: Watcher) -> CycleReport:
     """Check one account and queue its notifications, then wake delivery."""
-    report = await _cycle(watcher)
+    try:
+        report = await _cycle(watcher)
+    except (LeaseLost, StateUnavailable):
+        raise  # the runner's to handle: another replica has it, or the store is down
+    except Exception as exc:
+        # A bug, not an API failure: it must still show as a failing check.
+        watcher.health.last_check = watcher.clock.now()
+        watcher.health.last_error = f"internal error: {type(exc).__name__}: {exc}"
+        raise
     if report.notifications:
         watcher.wake_delivery.set()
     _record_health(watcher, report)

@@ -97,9 +97,11 @@ async def sync_ledger(
                     why="dated after the check: stored, but the cursor stays at the check's time",
                 )
         pending += batch
-        if len(pending) >= STORE_BATCH:
-            new += await store.add_ledger_items(account, pending, matching(pending), fence)
-            pending = []
+        # Bounded batches whatever a provider yields at once (a page-numbered history
+        # comes whole): memory stays flat, and no statement outgrows the database's limits.
+        while len(pending) >= STORE_BATCH:
+            chunk, pending = pending[:STORE_BATCH], pending[STORE_BATCH:]
+            new += await store.add_ledger_items(account, chunk, matching(chunk), fence)
     new += await store.add_ledger_items(account, pending, matching(pending), fence)
     # Keep what the window rules need, and everything the next read re-reads.
     keep_since = min(now - history, newest - overlap)

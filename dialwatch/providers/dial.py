@@ -14,7 +14,6 @@ import structlog
 from pydantic import (
     AwareDatetime,
     StrictBool,
-    StrictInt,
     ValidationError,
 )
 
@@ -29,7 +28,7 @@ from dialwatch.model import (
     time_key,
 )
 from dialwatch.providers.base import SPEND_KINDS, ProviderPlugin
-from dialwatch.providers.http import AccountReader, Lenient
+from dialwatch.providers.http import AccountReader, Int64, Lenient
 from dialwatch.units import Money
 
 log = structlog.get_logger("dialwatch.dial")
@@ -64,7 +63,7 @@ class _PaymentMethod(Lenient):
 
 class _Billing(Lenient):
     # Required: a check that cannot see these must fail, never read as zero or "none".
-    balanceCents: StrictInt
+    balanceCents: Int64
     subscription: _Subscription | None
     numbers: list[_Number]
     paymentMethods: list[_PaymentMethod]
@@ -108,8 +107,8 @@ class _ActivityItem(Lenient):
     # Each type carries only its own fields; the rest may be absent or null.
     type: str
     occurredAt: str  # kept as sent: it is the cursor; parsed below
-    amountCents: StrictInt | None = None
-    totalCents: StrictInt | None = None
+    amountCents: Int64 | None = None
+    totalCents: Int64 | None = None
     fareName: str | None = None
     number: str | None = None
     billedQuantity: int | None = None

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import date, datetime
 
-from pydantic import StrictBool, StrictInt
+from pydantic import StrictBool
 
 from dialwatch.errors import BadResponse
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, QuotaPeriod
 from dialwatch.providers.base import ProviderPlugin
-from dialwatch.providers.http import AccountReader, Lenient, json_object
+from dialwatch.providers.http import AccountReader, Int64, Lenient, json_object
 
 USAGE_PATH = "/v1/billing/usage-history"
 PAGE_LIMIT = 12  # the default; the API allows 1-24
@@ -26,9 +26,9 @@ MAX_PAGES = 10  # the current month is on the first page; this bounds a wrong AP
 class _Period(Lenient):
     period_start: date
     period_end: date
-    message_count: StrictInt
-    overage_count: StrictInt = 0
-    plan_limit: StrictInt | None
+    message_count: Int64
+    overage_count: Int64 = 0
+    plan_limit: Int64 | None
 
     def quota(self) -> QuotaPeriod:
         return QuotaPeriod(

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Self, TypeVar
+from typing import Annotated, Self, TypeVar
 
 import aiohttp
 import structlog
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from dialwatch.errors import (
     AuthError,
@@ -37,6 +37,11 @@ log = structlog.get_logger("dialwatch.api")
 
 Sleep = Callable[[float], Awaitable[None]]
 T = TypeVar("T")
+
+
+# An integer a response may carry: strict (no "12" or 12.0), and within 64 bits, since
+# that is what the state store keeps. Past that it is a response off the contract.
+Int64 = Annotated[int, Field(strict=True, ge=-(2**63), lt=2**63)]
 
 
 class Lenient(BaseModel):
@@ -65,6 +70,8 @@ class Priced(Lenient):
     @model_validator(mode="after")
     def _exact(self) -> Self:
         self._minor = to_minor(self.amount, self.unit)
+        if not -(2**63) <= self._minor < 2**63:
+            raise ValueError(f"amount {self.amount} is too large to be an amount of money")
         return self
 
 

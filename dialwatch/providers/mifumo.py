@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import AwareDatetime, Field, StrictInt, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from dialwatch.errors import RequestRejected
 from dialwatch.model import ActivityStats, BillingSnapshot, LedgerItem, time_key
 from dialwatch.providers.base import SPEND_KINDS, ProviderPlugin
-from dialwatch.providers.http import AccountReader, Lenient, Priced, json_object
+from dialwatch.providers.http import AccountReader, Int64, Lenient, Priced, json_object
 from dialwatch.providers.pages import NumberedPage, read_numbered
 from dialwatch.units import CREDITS, Money
 
@@ -67,7 +67,7 @@ class _Record(Priced):
 
 
 class _History(Lenient):
-    count: StrictInt | None = None
+    count: Int64 | None = None
     next: str | None = None
     results: list[_Record]
 
