@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -27,6 +28,9 @@ class WebhookReceiver:
 
     received: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
+    # Called with each message as it arrives, before the answer (a test can kill the
+    # sender right there: sent, but not yet known to be sent).
+    on_receive: Callable[[dict[str, Any]], None] | None = None
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -50,7 +54,10 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         if self.status != 200:
             return web.Response(status=self.status, text="receiver failing on purpose")
-        self.received.append(json.loads(await request.text()))
+        message = json.loads(await request.text())
+        self.received.append(message)
+        if self.on_receive is not None:
+            self.on_receive(message)
         return web.Response(text="ok")
 
     @property
