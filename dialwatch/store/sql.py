@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from dialwatch.alerting.lifecycle import AlertState, Status
-from dialwatch.clock import from_iso, from_micros, to_iso
+from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.delivery.messages import Message, combine
-from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.delivery.outbox import OutboxEntry, OutboxRow, Part
 from dialwatch.model import SPEND_TYPES, LedgerItem, time_key
 from dialwatch.rules.schema import Match
+from dialwatch.store.protocol import LedgerCheckpoint
+from dialwatch.units import Money
 
 KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
 HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
@@ -167,3 +170,124 @@ def spend_filter(
                 where += f" AND {column} {op} {mark}"
                 params.append(glob_regex(value) if postgres and op == glob else value)
     return where, params
+
+
+Batch = tuple[str, list[tuple[object, ...]]]  # a statement (`?` placeholders), its rows
+
+
+def check_writes(
+    account: str,
+    now: datetime,
+    states: dict[str, AlertState],
+    balance: Money | None,
+    ledger: LedgerCheckpoint | None,
+    failing_since: datetime | None,
+    decisions: Iterable[tuple[str, str]],
+    digests: Iterable[tuple[str, datetime]],
+) -> list[Batch]:
+    """Everything a check's commit writes but its outbox messages, in both backends'
+    words, in order: each batch is one `executemany`."""
+    stamp, horizon = to_iso(now), now - HISTORY_KEPT
+    rows: list[tuple[object, ...]] = [(account, rule, d, stamp) for rule, d in decisions]
+    batches: list[Batch] = [
+        ("INSERT INTO alert_log VALUES (?, ?, ?, ?)", rows),
+        (
+            "INSERT INTO digests VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET sent_for = excluded.sent_for",
+            [(name, to_iso(due)) for name, due in digests],
+        ),
+    ]
+    if failing_since is None:
+        batches.append(("DELETE FROM failing WHERE account = ?", [(account,)]))
+    else:
+        batches.append((
+            "INSERT INTO failing VALUES (?, ?) "
+            "ON CONFLICT (account) DO UPDATE SET since = excluded.since",
+            [(account, to_iso(failing_since))],
+        ))  # fmt: skip
+    if ledger is not None:
+        # Move the cursor, forget matches that became messages and items no rule needs.
+        batches += [
+            (
+                "INSERT INTO ledger_cursor VALUES (?, ?) "
+                "ON CONFLICT (account) DO UPDATE SET newest = excluded.newest",
+                [(account, to_iso(ledger.newest))],
+            ),
+            (
+                "DELETE FROM item_matches WHERE account = ? AND rule = ?",
+                [(account, rule) for rule in ledger.delivered_rules],
+            ),
+            (
+                "DELETE FROM ledger WHERE account = ? AND key < ?",
+                [(account, time_key(ledger.keep_since))],
+            ),
+        ]
+    batches += [
+        (
+            "DELETE FROM alerts WHERE account = ? AND rule = ?",
+            [(account, rule) for rule, s in states.items() if s.status is Status.INACTIVE],
+        ),
+        (
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, rule) "
+            "DO UPDATE SET status = excluded.status, active_since = excluded.active_since, "
+            "last_notified = excluded.last_notified, notifications = excluded.notifications",
+            [
+                _alert_row(account, rule, s)
+                for rule, s in states.items()
+                if s.status is not Status.INACTIVE
+            ],
+        ),
+    ]
+    if balance is not None:
+        bucket = to_micros(now) // HISTORY_STEP_US * HISTORY_STEP_US
+        batches += [
+            (
+                "INSERT INTO balances VALUES (?, ?, ?, ?) ON CONFLICT (account) "
+                "DO UPDATE SET cents = excluded.cents, currency = excluded.currency, "
+                "checked_at = excluded.checked_at",
+                [(account, balance.cents, balance.currency, stamp)],
+            ),
+            (
+                "INSERT INTO balance_history VALUES (?, ?, ?, ?) ON CONFLICT (account, at) "
+                "DO UPDATE SET cents = excluded.cents, currency = excluded.currency",
+                [(account, bucket, balance.cents, balance.currency)],
+            ),
+        ]
+    batches += [
+        (
+            "DELETE FROM balance_history WHERE account = ? AND at < ?",
+            [(account, to_micros(horizon))],
+        ),
+        (
+            "DELETE FROM spend_days WHERE account = ? AND day < ?",
+            [(account, horizon.strftime("%Y-%m-%d"))],
+        ),
+        ("DELETE FROM alert_log WHERE account = ? AND at < ?", [(account, to_iso(horizon))]),
+        (
+            f"DELETE FROM outbox WHERE created_at < ? AND NOT ({UNDELIVERED})",
+            [(to_iso(now - KEEP_DELIVERED),)],
+        ),
+    ]
+    return batches
+
+
+def _alert_row(account: str, rule: str, state: AlertState) -> tuple[object, ...]:
+    return (
+        account,
+        rule,
+        state.status.value,
+        to_iso(state.active_since) if state.active_since else None,
+        to_iso(state.last_notified) if state.last_notified else None,
+        state.notifications,
+    )
+
+
+def by_channel(
+    entries: Iterable[OutboxEntry],
+) -> dict[tuple[str, datetime | None], list[tuple[str, str, Message]]]:
+    """A check's notifications as one message per channel, and per end of the quiet
+    hours that hold some back."""
+    groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
+    for e in entries:
+        groups.setdefault((e.channel, e.hold_until), []).append((e.alert, e.decision, e.message))
+    return groups

@@ -10,18 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from dialwatch.alerting.lifecycle import AlertState, Status
-from dialwatch.clock import to_iso, to_micros
-from dialwatch.delivery.messages import Message
+from dialwatch.alerting.lifecycle import AlertState
 from dialwatch.delivery.outbox import OutboxEntry
 from dialwatch.errors import ConfigError
 from dialwatch.store.common import Row
 from dialwatch.store.postgres.cluster import ClusterTables, check_fence
 from dialwatch.store.postgres.ledger import LedgerTables
 from dialwatch.store.postgres.outbox import OutboxTables
-from dialwatch.store.postgres.schema import Conn
+from dialwatch.store.postgres.schema import Conn, marks
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
-from dialwatch.store.sql import HISTORY_KEPT, HISTORY_STEP_US
+from dialwatch.store.sql import by_channel, check_writes
 from dialwatch.units import Money
 
 __all__ = ["PostgresStore"]
@@ -45,56 +43,17 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
     ) -> None:
-        entries, logged, due = list(outbox), list(decisions), list(digests)
-        stamp = to_iso(now)
+        batches = check_writes(
+            account, now, states, balance, ledger, failing_since, decisions, digests
+        )
+        groups = by_channel(outbox)
 
         async def commit(conn: Conn) -> None:
             await check_fence(conn, account, fence)
             async with conn.cursor() as cur:
-                if logged:
-                    await cur.executemany(
-                        "INSERT INTO alert_log VALUES (%s, %s, %s, %s)",
-                        [(account, rule, decision, stamp) for rule, decision in logged],
-                    )
-                if due:
-                    await cur.executemany(
-                        "INSERT INTO digests VALUES (%s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET sent_for = excluded.sent_for",
-                        [(name, to_iso(at)) for name, at in due],
-                    )
-            if failing_since is None:
-                await conn.execute("DELETE FROM failing WHERE account = %s", (account,))
-            else:
-                await conn.execute(
-                    "INSERT INTO failing VALUES (%s, %s) "
-                    "ON CONFLICT (account) DO UPDATE SET since = excluded.since",
-                    (account, to_iso(failing_since)),
-                )
-            if ledger is not None:
-                await self._commit_ledger(conn, account, ledger)
-            await _write_states(conn, account, states)
-            if balance is not None:
-                await conn.execute(
-                    "INSERT INTO balances VALUES (%s, %s, %s, %s) ON CONFLICT (account) "
-                    "DO UPDATE SET cents = excluded.cents, currency = excluded.currency, "
-                    "checked_at = excluded.checked_at",
-                    (account, balance.cents, balance.currency, stamp),
-                )
-                bucket = to_micros(now) // HISTORY_STEP_US * HISTORY_STEP_US
-                await conn.execute(
-                    "INSERT INTO balance_history VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (account, at) DO UPDATE SET cents = excluded.cents, "
-                    "currency = excluded.currency",
-                    (account, bucket, balance.cents, balance.currency),
-                )
-            await _forget_history(conn, account, now - HISTORY_KEPT)
-            await self._prune_outbox(conn, now)
-            # One message per channel, and per end of quiet hours for what they hold back.
-            groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
-            for e in entries:
-                groups.setdefault((e.channel, e.hold_until), []).append(
-                    (e.alert, e.decision, e.message)
-                )
+                for sql, rows in batches:
+                    if rows:
+                        await cur.executemany(marks(sql), rows)
             for (channel, hold_until), parts in groups.items():
                 await self._queue(
                     conn, account, channel, parts, now, expires_at, group_wait, hold_until
@@ -129,45 +88,3 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
                 )
 
         await self._run(load)
-
-
-async def _write_states(conn: Conn, account: str, states: dict[str, AlertState]) -> None:
-    gone = [rule for rule, state in states.items() if state.status is Status.INACTIVE]
-    if gone:
-        await conn.execute(
-            "DELETE FROM alerts WHERE account = %s AND rule = ANY(%s)", (account, gone)
-        )
-    kept = [
-        (
-            account,
-            rule,
-            state.status.value,
-            to_iso(state.active_since) if state.active_since else None,
-            to_iso(state.last_notified) if state.last_notified else None,
-            state.notifications,
-        )
-        for rule, state in states.items()
-        if state.status is not Status.INACTIVE
-    ]
-    if kept:
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO alerts VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (account, rule) "
-                "DO UPDATE SET status = excluded.status, active_since = excluded.active_since, "
-                "last_notified = excluded.last_notified, notifications = excluded.notifications",
-                kept,
-            )
-
-
-async def _forget_history(conn: Conn, account: str, horizon: datetime) -> None:
-    await conn.execute(
-        "DELETE FROM balance_history WHERE account = %s AND at < %s",
-        (account, to_micros(horizon)),
-    )
-    await conn.execute(
-        "DELETE FROM spend_days WHERE account = %s AND day < %s",
-        (account, horizon.strftime("%Y-%m-%d")),
-    )
-    await conn.execute(
-        "DELETE FROM alert_log WHERE account = %s AND at < %s", (account, to_iso(horizon))
-    )

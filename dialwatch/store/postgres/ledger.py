@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from dialwatch.clock import to_iso, to_micros
-from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
+from dialwatch.clock import to_micros
+from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary
 from dialwatch.rules.schema import Match
 from dialwatch.store.postgres.cluster import check_fence
 from dialwatch.store.postgres.schema import Conn, Database
-from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.protocol import Fence
 from dialwatch.store.sql import LEDGER_COLUMNS, TOP, ledger_item, spend_filter
 from dialwatch.units import Money
 
@@ -23,22 +23,6 @@ _INSERT = (
 
 class LedgerTables(Database):
     """The ledger's part of the PostgreSQL store."""
-
-    async def _commit_ledger(self, conn: Conn, account: str, ledger: LedgerCheckpoint) -> None:
-        await conn.execute(
-            "INSERT INTO ledger_cursor VALUES (%s, %s) "
-            "ON CONFLICT (account) DO UPDATE SET newest = excluded.newest",
-            (account, to_iso(ledger.newest)),
-        )
-        if ledger.delivered_rules:
-            await conn.execute(
-                "DELETE FROM item_matches WHERE account = %s AND rule = ANY(%s)",
-                (account, list(ledger.delivered_rules)),
-            )
-        await conn.execute(
-            "DELETE FROM ledger WHERE account = %s AND key < %s",
-            (account, time_key(ledger.keep_since)),
-        )
 
     async def add_ledger_items(
         self,

@@ -16,7 +16,6 @@ from dialwatch.store.postgres.schema import NOW_US, Conn, Database, marks
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HEADS,
-    KEEP_DELIVERED,
     OUTBOX_COLUMNS,
     UNDELIVERED,
     grouped,
@@ -36,12 +35,6 @@ _DUE_CHANNELS = (
 
 class OutboxTables(Database):
     """The outbox's part of the PostgreSQL store."""
-
-    async def _prune_outbox(self, conn: Conn, now: datetime) -> None:
-        await conn.execute(
-            f"DELETE FROM outbox WHERE created_at < %s AND NOT ({UNDELIVERED})",
-            (to_iso(now - KEEP_DELIVERED),),
-        )
 
     async def _queue(
         self,

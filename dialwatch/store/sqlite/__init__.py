@@ -10,13 +10,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from dialwatch.alerting.lifecycle import AlertState, Status
-from dialwatch.clock import to_iso, to_micros
-from dialwatch.delivery.messages import Message
+from dialwatch.alerting.lifecycle import AlertState
 from dialwatch.delivery.outbox import OutboxEntry
 from dialwatch.store.common import Row
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
-from dialwatch.store.sql import HISTORY_KEPT, HISTORY_STEP_US
+from dialwatch.store.sql import by_channel, check_writes
 from dialwatch.store.sqlite.cluster import ClusterTables, check_fence
 from dialwatch.store.sqlite.ledger import LedgerTables
 from dialwatch.store.sqlite.outbox import OutboxTables
@@ -41,48 +39,16 @@ class SqliteStore(LedgerTables, OutboxTables, ClusterTables):
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
     ) -> None:
-        entries = list(outbox)
+        batches = check_writes(
+            account, now, states, balance, ledger, failing_since, decisions, digests
+        )
+        groups = by_channel(outbox)
 
         def commit(db: sqlite3.Connection) -> None:
-            stamp = to_iso(now)
             with self._transaction(db):
                 check_fence(db, account, fence)
-                db.executemany(
-                    "INSERT INTO alert_log VALUES (?, ?, ?, ?)",
-                    [(account, rule, decision, stamp) for rule, decision in decisions],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO digests VALUES (?, ?)",
-                    [(name, to_iso(due)) for name, due in digests],
-                )
-                if failing_since is None:
-                    db.execute("DELETE FROM failing WHERE account = ?", (account,))
-                else:
-                    db.execute(
-                        "INSERT OR REPLACE INTO failing VALUES (?, ?)",
-                        (account, to_iso(failing_since)),
-                    )
-                if ledger is not None:
-                    self._commit_ledger(db, account, ledger)
-                _write_states(db, account, states)
-                if balance is not None:
-                    db.execute(
-                        "INSERT OR REPLACE INTO balances VALUES (?, ?, ?, ?)",
-                        (account, balance.cents, balance.currency, stamp),
-                    )
-                    bucket = to_micros(now) // HISTORY_STEP_US * HISTORY_STEP_US
-                    db.execute(
-                        "INSERT OR REPLACE INTO balance_history VALUES (?, ?, ?, ?)",
-                        (account, bucket, balance.cents, balance.currency),
-                    )
-                _forget_history(db, account, now - HISTORY_KEPT)
-                self._prune_outbox(db, now)
-                # One message per channel, and per end of quiet hours for what they hold back.
-                groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
-                for e in entries:
-                    groups.setdefault((e.channel, e.hold_until), []).append(
-                        (e.alert, e.decision, e.message)
-                    )
+                for sql, rows in batches:
+                    db.executemany(sql, rows)
                 for (channel, hold_until), parts in groups.items():
                     self._queue(
                         db, account, channel, parts, now, expires_at, group_wait, hold_until
@@ -101,33 +67,3 @@ class SqliteStore(LedgerTables, OutboxTables, ClusterTables):
             return dumped
 
         return await self._run(read)
-
-
-def _write_states(db: sqlite3.Connection, account: str, states: dict[str, AlertState]) -> None:
-    for rule, state in states.items():
-        if state.status is Status.INACTIVE:
-            db.execute("DELETE FROM alerts WHERE account = ? AND rule = ?", (account, rule))
-            continue
-        db.execute(
-            "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                account,
-                rule,
-                state.status.value,
-                to_iso(state.active_since) if state.active_since else None,
-                to_iso(state.last_notified) if state.last_notified else None,
-                state.notifications,
-            ),
-        )
-
-
-def _forget_history(db: sqlite3.Connection, account: str, horizon: datetime) -> None:
-    db.execute(
-        "DELETE FROM balance_history WHERE account = ? AND at < ?",
-        (account, to_micros(horizon)),
-    )
-    db.execute(
-        "DELETE FROM spend_days WHERE account = ? AND day < ?",
-        (account, horizon.strftime("%Y-%m-%d")),
-    )
-    db.execute("DELETE FROM alert_log WHERE account = ? AND at < ?", (account, to_iso(horizon)))

@@ -7,10 +7,10 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from dialwatch.clock import to_iso, to_micros
-from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary, time_key
+from dialwatch.clock import to_micros
+from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary
 from dialwatch.rules.schema import Match
-from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.protocol import Fence
 from dialwatch.store.sql import LEDGER_COLUMNS, TOP, ledger_item, spend_filter
 from dialwatch.store.sqlite.cluster import check_fence
 from dialwatch.store.sqlite.schema import Database
@@ -19,23 +19,6 @@ from dialwatch.units import Money
 
 class LedgerTables(Database):
     """The ledger's part of the Store."""
-
-    def _commit_ledger(
-        self, db: sqlite3.Connection, account: str, ledger: LedgerCheckpoint
-    ) -> None:
-        """Move the cursor, forget matches that became messages and items no rule needs."""
-        db.execute(
-            "INSERT OR REPLACE INTO ledger_cursor VALUES (?, ?)",
-            (account, to_iso(ledger.newest)),
-        )
-        db.executemany(
-            "DELETE FROM item_matches WHERE account = ? AND rule = ?",
-            [(account, rule) for rule in ledger.delivered_rules],
-        )
-        db.execute(
-            "DELETE FROM ledger WHERE account = ? AND key < ?",
-            (account, time_key(ledger.keep_since)),
-        )
 
     async def add_ledger_items(
         self,

@@ -15,7 +15,6 @@ from dialwatch.store.common import micros
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HEADS,
-    KEEP_DELIVERED,
     OUTBOX_COLUMNS,
     UNDELIVERED,
     grouped,
@@ -29,12 +28,6 @@ from dialwatch.store.sqlite.schema import NOW_US, Database
 
 class OutboxTables(Database):
     """The outbox's part of the Store."""
-
-    def _prune_outbox(self, db: sqlite3.Connection, now: datetime) -> None:
-        db.execute(
-            f"DELETE FROM outbox WHERE created_at < ? AND NOT ({UNDELIVERED})",
-            (to_iso(now - KEEP_DELIVERED),),
-        )
 
     def _queue(
         self,
