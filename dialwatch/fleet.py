@@ -49,7 +49,8 @@ class Fleet:
     watchers: dict[str, Watcher] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # accounts or holdings
+    reloaded: asyncio.Event = field(default_factory=asyncio.Event)  # the rules, by SIGHUP
     # The accounts this replica holds the lease of (-> token), and their check loops.
     held: dict[str, int] = field(default_factory=dict)
     loops: dict[str, tuple[Watcher, asyncio.Event, asyncio.Task[None]]] = field(
@@ -77,6 +78,7 @@ class Fleet:
                 self.watchers[name] = self.build(account, rules, self.notifier)
         self.accounts = accounts
         self.changed.set()
+        self.reloaded.set()
 
     def all(self) -> list[Watcher]:
         return list(self.watchers.values())
@@ -94,12 +96,18 @@ class Fleet:
         """The watchers of the accounts this replica holds."""
         return [w for name, w in self.watchers.items() if name in self.held]
 
-    def hold(self, held: dict[str, int]) -> None:
-        """From now on this replica checks exactly the accounts of `held`, each write
-        fenced by its lease's token."""
+    def fence(self, held: dict[str, int]) -> list[Watcher]:
+        """Fence every write of the accounts of `held` (account -> lease token); the
+        others' watchers are fenced off. Returns the watchers of `held`."""
         for name, watcher in self.watchers.items():
             token = held.get(name)
             watcher.fence = Fence(self.settings.replica, token) if token else None
+        return [w for name, w in self.watchers.items() if name in held]
+
+    def hold(self, held: dict[str, int]) -> None:
+        """From now on this replica checks exactly the accounts of `held`, each write
+        fenced by its lease's token."""
+        self.fence(held)
         if held != self.held or not self.lease_said:
             log.info("lease.held", replica=self.settings.replica, accounts=sorted(held))
             self.held, self.lease_said = dict(held), True
@@ -226,9 +234,7 @@ async def check_once(settings: Settings, rules: RulesFile, *, dry_run: bool) -> 
             leases = await fleet.store.acquire_leases(
                 settings.replica, list(fleet.watchers), settings.lease_ttl
             )
-            watchers = [w for w in watchers if w.account in leases]
-            for watcher in watchers:
-                watcher.fence = Fence(settings.replica, leases[watcher.account])
+            watchers = fleet.fence(leases)
         try:
             reports = await run_checks(watchers, dry_run=dry_run)
             delivery = DeliveryReport()

@@ -70,6 +70,7 @@ async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) ->
     ttl_s = fleet.settings.lease_ttl.total_seconds()
     renewed_at: float | None = None
     while not stop.is_set():
+        fleet.reloaded.clear()  # before the round: a reload during it brings the next at once
         try:
             share = await keeper.tick(list(fleet.watchers))
             renewed_at = loop.time()
@@ -82,7 +83,8 @@ async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) ->
             if renewed_at is not None and loop.time() - renewed_at >= ttl_s:
                 # Unrenewed leases have expired: other replicas may hold them now.
                 fleet.hold({})
-        await _first(stop.wait(), fleet.changed.wait(), limit_s=fleet.lease_tick())
+        # A reload may add accounts to take; a change of holdings is this loop's own doing.
+        await _first(stop.wait(), fleet.reloaded.wait(), limit_s=fleet.lease_tick())
 
 
 async def _account_loop(fleet: Fleet, watcher: Watcher, halt: asyncio.Event) -> None:
