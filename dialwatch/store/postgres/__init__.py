@@ -50,9 +50,12 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
 
         async def commit(conn: Conn) -> None:
             await check_fence(conn, account, fence)
-            async with conn.cursor() as cur:
+            # One pipeline for all of them: sent together, not a round trip each.
+            async with conn.pipeline(), conn.cursor() as cur:
                 for sql, rows in batches:
-                    if rows:
+                    if len(rows) == 1:
+                        await cur.execute(marks(sql), rows[0])
+                    elif rows:
                         await cur.executemany(marks(sql), rows)
             for (channel, hold_until), parts in groups.items():
                 await self._queue(
