@@ -187,3 +187,52 @@ async def test_a_part_that_clears_in_quiet_hours_is_dropped_from_its_group_and_l
         ("oncall", "dial/wallet-critical", "first"),
         ("oncall", "dial/wallet-critical", "resolved"),
     ]
+
+
+async def test_resolution_held_for_a_firing_nobody_was_told_of_is_dropped(
+    night: Any, webhook: WebhookReceiver
+) -> None:
+    """Fired and resolved in the afternoon (both sent), fired again at 23:00 and cleared at
+    02:00 (both held): at 07:00 nothing goes out. The channel was told of the afternoon's
+    firing, not of the night's, so the night's resolution is no news to it."""
+    night.clock.current = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
+    night.dial.account.balance_cents = 4000
+    await check_and_deliver(night)
+    night.clock.current = datetime(2026, 11, 21, 16, 0, tzinfo=UTC)
+    night.dial.account.balance_cents = 9000
+    await check_and_deliver(night)
+    afternoon = list(webhook.titles)
+    assert [t.split(":")[0] for t in afternoon] == [
+        "[WARNING] dial / wallet-low",
+        "[RESOLVED] dial / wallet-low",
+    ]
+
+    night.clock.current = datetime(2026, 11, 21, 23, 0, tzinfo=UTC)
+    night.dial.account.balance_cents = 4000
+    await check_and_deliver(night)
+    night.clock.current = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    night.dial.account.balance_cents = 9000
+    await check_and_deliver(night)
+    night.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    await check_and_deliver(night)
+    assert webhook.titles == afternoon
+
+
+async def test_resolution_held_for_an_announced_firing_goes_out(
+    night: Any, webhook: WebhookReceiver
+) -> None:
+    """Fired at 21:00 (sent, before the night), cleared at 02:00 (held): the channel was
+    told it fired, so at 07:00 it learns it ended."""
+    night.clock.current = datetime(2026, 11, 21, 21, 0, tzinfo=UTC)
+    night.dial.account.balance_cents = 4000
+    await check_and_deliver(night)
+    night.clock.current = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    night.dial.account.balance_cents = 9000
+    await check_and_deliver(night)
+    assert len(webhook.titles) == 1
+    night.clock.current = datetime(2026, 11, 22, 7, 0, tzinfo=UTC)
+    await check_and_deliver(night)
+    assert [t.split(":")[0] for t in webhook.titles] == [
+        "[WARNING] dial / wallet-low",
+        "[RESOLVED] dial / wallet-low",
+    ]

@@ -98,9 +98,23 @@ async def test_outbox_groups_per_channel_retries_and_records_delivery(store: Sto
     retried = await store.due(NOW + timedelta(seconds=30))
     assert [(r.id, r.attempts, r.last_error) for r in retried] == [(oncall.id, 1, "HTTP 503")]
     assert await store.pending_count() == 1
-    assert await store.was_announced("finance", "dial/low")
-    assert not await store.was_announced("oncall", "dial/low")
+    assert await store.was_announced("finance", "dial/low", None)
+    assert not await store.was_announced("oncall", "dial/low", None)
     assert [r.channel for r in await store.recent_notifications(10)] == ["finance", "oncall"]
+
+
+async def test_announcement_belongs_to_its_firing_episode(store: Store) -> None:
+    """A channel told of one firing was not told of the next: was_announced matches the
+    episode (when the firing began) a resolution names."""
+    began = NOW - timedelta(hours=3)
+    entries = [OutboxEntry("dial/low", "first", "oncall", message("low"), episode=began)]
+    await store.commit_check("dial", NOW, {}, entries, EXPIRES)
+    (row,) = await store.due(NOW)
+    assert row.parts[0].episode == began.isoformat()
+    await store.mark_delivered(row.id, NOW)
+    assert await store.was_announced("oncall", "dial/low", began.isoformat())
+    assert await store.was_announced("oncall", "dial/low", None)
+    assert not await store.was_announced("oncall", "dial/low", NOW.isoformat())
 
 
 async def test_group_wait_gathers_later_checks_into_the_waiting_message(store: Store) -> None:

@@ -29,14 +29,26 @@ class OutboxEntry:
     channel: str
     message: Message
     hold_until: datetime | None = None  # quiet hours on this channel end then
+    episode: datetime | None = None  # when the firing it is about began
+
+    @property
+    def part(self) -> Part:
+        return Part(self.alert, self.decision, self.message, episode_key(self.episode))
 
 
 class Part(NamedTuple):
-    """One alert's message inside an outbox row (a group has several)."""
+    """One alert's message inside an outbox row (a group has several). `episode` names
+    the firing it is about (when it began), so a resolution is matched to the firing
+    it ends; None for events, and for parts written before episodes were kept."""
 
     alert: str
     decision: str
     message: Message
+    episode: str | None = None
+
+
+def episode_key(began: datetime | None) -> str | None:
+    return began.isoformat() if began else None
 
 
 @dataclass(frozen=True)
@@ -88,8 +100,9 @@ class OutboxStore(Protocol):
         """Whether `alert` ("account/rule") is firing now."""
         ...
 
-    async def was_announced(self, channel: str, alert: str) -> bool:
-        """Whether `channel` was sent `alert` as firing (first or reminder)."""
+    async def was_announced(self, channel: str, alert: str, episode: str | None) -> bool:
+        """Whether `channel` was sent `alert` as firing (first or reminder) in the firing
+        `episode` (any firing, if None or for parts stored without one)."""
         ...
 
 
@@ -106,7 +119,7 @@ async def _still_news(store: OutboxStore, row: OutboxRow) -> list[Part]:
         if part.decision in ("first", "repeat"):
             return await store.is_firing(part.alert)
         if part.decision == "resolved":
-            return await store.was_announced(row.channel, part.alert)
+            return await store.was_announced(row.channel, part.alert, part.episode)
         return True
 
     return [part for part in row.parts if await matters(part)]

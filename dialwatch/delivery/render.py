@@ -134,6 +134,7 @@ def to_outbox(
             target.channel,
             for_channel(channels, target.channel, o.message, o.context),
             quiet_until(target.quiet, now),
+            o.shown.active_since,
         )
         for o in outcomes
         if o.message is not None

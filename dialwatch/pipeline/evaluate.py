@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from dialwatch.alerting.decide import AlertSpec, Decided, rule_spec, watcher_spec
 from dialwatch.alerting.lifecycle import AlertState, Decision, Status
 from dialwatch.alerting.routing import Target
+from dialwatch.delivery.outbox import episode_key
 from dialwatch.errors import AuthError, ProviderError
 from dialwatch.model import BillingSnapshot
 from dialwatch.rules.evaluate import (
@@ -146,7 +147,11 @@ async def closed_alerts(
     for name, previous in states.items():
         if name in known:
             continue
-        told = [c for c in channels if await store.was_announced(c, f"{account}/{name}")]
+        told = [
+            c
+            for c in channels
+            if await store.was_announced(c, f"{account}/{name}", episode_key(previous.active_since))
+        ]
         announced = previous.status is Status.FIRING and previous.notifications > 0 and bool(told)
         spec = AlertSpec(
             name, "removed", "info", tuple(Target(c) for c in told), timedelta(0), None, True

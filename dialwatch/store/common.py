@@ -24,6 +24,7 @@ from dialwatch.store.sql import (
     UNDELIVERED,
     alert_state,
     outbox_row,
+    part_value,
     spend_filter,
 )
 from dialwatch.units import Money
@@ -175,7 +176,7 @@ class SqlTables(ABC):
     async def keep_parts(self, row_id: int, parts: list[Part], message: Message) -> None:
         await self._write(
             "UPDATE outbox SET parts = ?, title = ?, body = ?, notify_type = ? WHERE id = ?",
-            (json.dumps([[p.alert, p.decision, *p.message] for p in parts]), *message, row_id),
+            (json.dumps([part_value(p) for p in parts]), *message, row_id),
         )
 
     async def is_firing(self, alert: str) -> bool:

@@ -57,7 +57,7 @@ def outbox_row(r: tuple[Any, ...]) -> OutboxRow:
         last_error=r[10],
         delivered_at=from_iso(r[11]) if r[11] else None,
         expired_at=from_iso(r[12]) if r[12] else None,
-        parts=tuple(Part(p[0], p[1], Message(*p[2:])) for p in json.loads(r[13])),
+        parts=tuple(stored_part(p) for p in json.loads(r[13])),
         held=bool(r[14]),
     )
 
@@ -75,22 +75,35 @@ def alert_state(status: str, since: str | None, notified: str | None, count: int
     )
 
 
-def new_parts(entries: list[tuple[str, str, Message]], waiting_alerts: set[str]) -> list[list[str]]:
+def stored_part(p: list[str | None]) -> Part:
+    """A part as stored: [alert, decision, title, body, notify_type, episode]; parts
+    stored before episodes were kept have five."""
+    alert, decision, title, body, notify_type, *episode = p
+    return Part(str(alert), str(decision), Message(str(title), str(body), str(notify_type)),
+                episode[0] if episode else None)  # fmt: skip
+
+
+def part_value(part: Part) -> list[str | None]:
+    return [part.alert, part.decision, *part.message, part.episode]
+
+
+def new_parts(entries: list[Part], waiting_alerts: set[str]) -> list[list[str | None]]:
     """A check's entries for one channel as stored parts; a reminder adds nothing while
     an earlier message about the alert still waits."""
     return [
-        [alert, decision, *message]
-        for alert, decision, message in entries
-        if not (decision == "repeat" and alert in waiting_alerts)
+        part_value(part)
+        for part in entries
+        if not (part.decision == "repeat" and part.alert in waiting_alerts)
     ]
 
 
-def grouped(account: str, parts: list[list[str]]) -> tuple[str, str, str, str, str, str]:
+def grouped(account: str, parts: list[list[str | None]]) -> tuple[str, str, str, str, str, str]:
     """The outbox columns (alert, decision, title, body, notify_type, parts) of one
     message made of `parts`."""
-    message = combine(account, [(p[0], Message(p[2], p[3], p[4])) for p in parts])
-    alert = ",".join(dict.fromkeys(p[0] for p in parts))
-    decision = parts[0][1] if len(parts) == 1 else "group"
+    kept = [stored_part(p) for p in parts]
+    message = combine(account, [(p.alert, p.message) for p in kept])
+    alert = ",".join(dict.fromkeys(p.alert for p in kept))
+    decision = kept[0].decision if len(kept) == 1 else "group"
     return (alert, decision, *message, json.dumps(parts))
 
 
@@ -282,12 +295,10 @@ def _alert_row(account: str, rule: str, state: AlertState) -> tuple[object, ...]
     )
 
 
-def by_channel(
-    entries: Iterable[OutboxEntry],
-) -> dict[tuple[str, datetime | None], list[tuple[str, str, Message]]]:
+def by_channel(entries: Iterable[OutboxEntry]) -> dict[tuple[str, datetime | None], list[Part]]:
     """A check's notifications as one message per channel, and per end of the quiet
     hours that hold some back."""
-    groups: dict[tuple[str, datetime | None], list[tuple[str, str, Message]]] = {}
+    groups: dict[tuple[str, datetime | None], list[Part]] = {}
     for e in entries:
-        groups.setdefault((e.channel, e.hold_until), []).append((e.alert, e.decision, e.message))
+        groups.setdefault((e.channel, e.hold_until), []).append(e.part)
     return groups

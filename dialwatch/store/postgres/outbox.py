@@ -9,8 +9,7 @@ import json
 from datetime import datetime, timedelta
 
 from dialwatch.clock import to_iso
-from dialwatch.delivery.messages import Message
-from dialwatch.delivery.outbox import OutboxRow
+from dialwatch.delivery.outbox import OutboxRow, Part
 from dialwatch.store.common import micros
 from dialwatch.store.postgres.schema import NOW_US, Conn, Database, marks
 from dialwatch.store.sql import (
@@ -41,7 +40,7 @@ class OutboxTables(Database):
         conn: Conn,
         account: str,
         channel: str,
-        entries: list[tuple[str, str, Message]],
+        entries: list[Part],
         now: datetime,
         expires_at: datetime,
         group_wait: timedelta,
@@ -114,11 +113,13 @@ class OutboxTables(Database):
 
         return await self._run(claim)
 
-    async def was_announced(self, channel: str, alert: str) -> bool:
+    async def was_announced(self, channel: str, alert: str, episode: str | None) -> bool:
         row = await self._one(
             "SELECT 1 FROM outbox, jsonb_array_elements(outbox.parts::jsonb) AS part "
-            "WHERE outbox.channel = %s AND outbox.delivered_at IS NOT NULL "
-            "AND part->>0 = %s AND part->>1 IN ('first', 'repeat') LIMIT 1",
-            (channel, alert),
+            "WHERE outbox.channel = %(channel)s AND outbox.delivered_at IS NOT NULL "
+            "AND part->>0 = %(alert)s AND part->>1 IN ('first', 'repeat') "
+            "AND (%(episode)s::text IS NULL OR coalesce(part->>5, %(episode)s) = %(episode)s) "
+            "LIMIT 1",
+            {"channel": channel, "alert": alert, "episode": episode},
         )
         return row is not None

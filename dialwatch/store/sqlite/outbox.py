@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.clock import to_iso
-from dialwatch.delivery.messages import Message
-from dialwatch.delivery.outbox import OutboxRow
+from dialwatch.delivery.outbox import OutboxRow, Part
 from dialwatch.store.common import micros
 from dialwatch.store.sql import (
     CLAIM_TTL,
@@ -34,7 +33,7 @@ class OutboxTables(Database):
         db: sqlite3.Connection,
         account: str,
         channel: str,
-        entries: list[tuple[str, str, Message]],
+        entries: list[Part],
         now: datetime,
         expires_at: datetime,
         group_wait: timedelta,
@@ -105,12 +104,13 @@ class OutboxTables(Database):
         )
         return {alert for (alert,) in rows}
 
-    async def was_announced(self, channel: str, alert: str) -> bool:
+    async def was_announced(self, channel: str, alert: str, episode: str | None) -> bool:
         row = await self._one(
             "SELECT 1 FROM outbox, json_each(outbox.parts) AS part WHERE outbox.channel = ? "
             "AND outbox.delivered_at IS NOT NULL AND json_extract(part.value, '$[0]') = ? "
-            "AND json_extract(part.value, '$[1]') IN ('first', 'repeat') LIMIT 1",
-            (channel, alert),
+            "AND json_extract(part.value, '$[1]') IN ('first', 'repeat') AND (? IS NULL "
+            "OR coalesce(json_extract(part.value, '$[5]'), ?) = ?) LIMIT 1",
+            (channel, alert, episode, episode, episode),
         )
         return row is not None
 
