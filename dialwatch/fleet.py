@@ -28,7 +28,7 @@ from dialwatch.providers.http import Sleep
 from dialwatch.rules.loading import load_rules
 from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, RulesFile
 from dialwatch.settings import Settings
-from dialwatch.store import Fence, Store, open_store, shown_location
+from dialwatch.store import Fence, Store, open_copy, open_store, shown_location
 from dialwatch.web.metrics import Metrics
 
 log = structlog.get_logger("dialwatch.fleet")
@@ -225,10 +225,11 @@ class Checked:
 async def check_once(settings: Settings, rules: RulesFile, *, dry_run: bool) -> Checked:
     """Check every account once, as `dialwatch check`. A real check writes state, so it
     takes the lease of each account first and leaves those a running replica holds
-    alone; a dry run writes nothing and checks them all. Runs under a replica name of
-    its own, so that it never renews or delivers as a running replica would."""
+    alone; a dry run checks them all on a copy of the state, which it neither writes,
+    locks nor creates. Runs under a replica name of its own, so that it never renews or
+    delivers as a running replica would."""
     settings = settings.model_copy(update={"replica_name": f"{settings.replica}-check"})
-    async with open_fleet(settings, rules) as fleet:
+    async with open_fleet(settings, rules, copy=dry_run) as fleet:
         watchers, leases = fleet.all(), {}
         if not dry_run:
             leases = await fleet.store.acquire_leases(
@@ -236,7 +237,7 @@ async def check_once(settings: Settings, rules: RulesFile, *, dry_run: bool) -> 
             )
             watchers = fleet.fence(leases)
         try:
-            reports = await run_checks(watchers, dry_run=dry_run)
+            reports = await run_checks(watchers)
             delivery = DeliveryReport()
             if not dry_run:
                 delivery = await deliver_due(fleet.store, fleet.notifier, fleet.clock.now())
@@ -258,11 +259,14 @@ async def open_fleet(
     notifier: Notifier | None = None,
     sleep: Sleep = asyncio.sleep,
     interval: timedelta | None = None,
+    copy: bool = False,
 ) -> AsyncIterator[Fleet]:
     """Build the service from settings: HTTP session, a provider per account, the state
-    store and apprise. `interval` overrides every account's (the demo's quick pace)."""
+    store and apprise. `interval` overrides every account's (the demo's quick pace);
+    `copy` works on a private copy of the state in memory (a dry run)."""
     accounts_of(rules, settings)  # fails before anything is opened
-    store = await open_store(settings.state.get_secret_value(), settings.replica)
+    opened = open_copy if copy else open_store
+    store = await opened(settings.state.get_secret_value(), settings.replica)
     metrics = Metrics()
     wake = asyncio.Event()
     try:

@@ -4,9 +4,11 @@ the rules its provider supports, the same lifecycle, outbox and channels."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from dialwatch.simulators.cloudflare import CloudflareSimulator
 from dialwatch.simulators.dial import DialAccount, DialSimulator
 from dialwatch.simulators.hookbridge import HookBridgeSimulator
 from dialwatch.simulators.mifumo import MifumoSimulator
+from dialwatch.store.sql import TABLES
 from dialwatch.web.status_page import render_status_page
 from tests.conftest import API_KEY, START, MakeFleet
 from tests.servers import WebhookReceiver
@@ -143,6 +146,46 @@ async def test_dry_run_over_many_accounts_keeps_nothing(
     assert webhook.received == []
     assert all([await h.fleet.store.alert_states(name) == {} for name in h.fleet.watchers])
     assert await h.fleet.store.pending_count() == 0
+
+
+@pytest.mark.usefixtures("trouble")
+async def test_a_dry_run_waiting_on_a_slow_provider_holds_no_lock_on_the_state(
+    make_fleet: MakeFleet,
+    rules_text: str,
+    cloudflare: CloudflareSimulator,
+    mifumo: MifumoSimulator,
+    tmp_path: Path,
+    log_lines: Any,
+) -> None:
+    """A dry run reads the other accounts' new ledger items while Cloudflare hangs: a
+    running service can still write the state file at once, and afterwards the dry
+    run has written nothing."""
+
+    def synced(account: str) -> int:
+        return sum(e["event"] == "ledger.synced" and e["account"] == account for e in log_lines())
+
+    h = await make_fleet(rules_text)
+    await h.check()
+    before = await h.fleet.store.dump(TABLES)  # type: ignore[attr-defined]
+    h.clock.advance(minutes=5)
+    mifumo.account.record("late", "usage", 7.0, stamp(0.05))
+    cloudflare.hold = asyncio.Event()
+    dry = asyncio.create_task(h.fleet.check(dry_run=True))
+    await cloudflare.holding.wait()
+    await wait_until(lambda: synced("sms") == 2)
+
+    service = sqlite3.connect(tmp_path / "state.db", timeout=0)
+    service.execute("BEGIN IMMEDIATE")  # 'database is locked' if the dry run held it
+    service.execute("ROLLBACK")
+    service.close()
+
+    cloudflare.hold.set()
+    reports = dict(zip(h.fleet.watchers, await dry, strict=True))
+    assert all(r.errors == [] for r in reports.values())
+    sms = reports["sms"].ledger
+    assert sms is not None
+    assert sms.new_items == 1
+    assert await h.fleet.store.dump(TABLES) == before  # type: ignore[attr-defined]
 
 
 @pytest.mark.usefixtures("trouble")

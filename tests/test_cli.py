@@ -115,6 +115,7 @@ async def test_check_dry_run_prints_notifications_and_changes_nothing(
     # Nothing was recorded: the second dry run still sees a first notification.
     assert "--> oncall (first): [WARNING] dial / wallet-low" in again.out
     assert webhook.received == []
+    assert not Path(env["DIALWATCH_STATE"]).exists()  # not even created
 
 
 async def test_validate_names_line_and_key_and_run_refuses_without_traceback(

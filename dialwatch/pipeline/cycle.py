@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -141,11 +141,18 @@ async def run_cycle(watcher: Watcher) -> CycleReport:
 
 async def run_checks(watchers: list[Watcher], *, dry_run: bool = False) -> list[CycleReport]:
     """Check several accounts at the same time (they share one store). With `dry_run`,
-    the same cycles run and everything they wrote is rolled back together: the reports
-    say what would be sent."""
+    the same cycles run on a private copy of the state, thrown away after: the reports
+    say what would be sent, and the state is neither written nor locked."""
     if dry_run and watchers:
-        async with watchers[0].store.rolled_back():
-            return list(await asyncio.gather(*(_cycle(w) for w in watchers)))
+        scratch = await watchers[0].store.in_memory_copy()
+        try:
+            return list(
+                await asyncio.gather(
+                    *(_cycle(replace(w, store=scratch, fence=None)) for w in watchers)
+                )
+            )
+        finally:
+            await scratch.close()
     return list(await asyncio.gather(*(run_cycle(w) for w in watchers)))
 
 

@@ -79,6 +79,7 @@ class SimulatedApi:
         self.requests: list[str] = []
         # While set and not yet released, every request waits: a provider that hangs.
         self.hold: asyncio.Event | None = None
+        self.holding = asyncio.Event()  # set once a request waits on `hold`
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -116,6 +117,7 @@ class SimulatedApi:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if self.hold is not None:
+            self.holding.set()
             await self.hold.wait()
         return await handler(request)
 

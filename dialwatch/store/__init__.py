@@ -5,6 +5,7 @@ writes SQL."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from yarl import URL
@@ -20,6 +21,7 @@ __all__ = [
     "ReplicaInfo",
     "Store",
     "is_postgres",
+    "open_copy",
     "open_store",
     "shown_location",
 ]
@@ -35,6 +37,18 @@ def shown_location(location: str | Path) -> str:
     except ValueError:
         return "postgresql://***"
     return str(url.with_password("***")) if url.password else text
+
+
+async def open_copy(location: str | Path, replica: str | None = None) -> Store:
+    """A private copy in memory of the state at `location`, empty if there is none yet:
+    for a dry run, which must not write the state, lock it, or create it."""
+    if not is_postgres(location) and not await asyncio.to_thread(Path(location).exists):
+        return await SqliteStore.open(":memory:", replica or default_replica(location))
+    store = await open_store(location, replica)
+    try:
+        return await store.in_memory_copy()
+    finally:
+        await store.close()
 
 
 async def open_store(location: str | Path, replica: str | None = None) -> Store:

@@ -10,7 +10,6 @@ worst, never loses one. Every method is a coroutine: no backend blocks the event
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -56,8 +55,10 @@ class Store(OutboxStore, Protocol):
 
     async def close(self) -> None: ...
 
-    def rolled_back(self) -> AbstractAsyncContextManager[None]:
-        """Everything written inside is undone at the end: for dry runs."""
+    async def in_memory_copy(self) -> Store:
+        """A private copy of this state, as of now, in memory (the caller closes it). A
+        dry run works on it: nothing it writes reaches this state, and making it takes
+        no write lock here, so a dry run never delays a running service."""
         ...
 
     # What a check reads before it decides.

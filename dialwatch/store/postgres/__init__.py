@@ -7,7 +7,7 @@ cluster have modules of their own, and `schema.py` holds the schema and the pool
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.lifecycle import AlertState
@@ -19,7 +19,8 @@ from dialwatch.store.postgres.ledger import LedgerTables
 from dialwatch.store.postgres.outbox import OutboxTables
 from dialwatch.store.postgres.schema import Conn, marks
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
-from dialwatch.store.sql import by_channel, check_writes
+from dialwatch.store.sql import TABLES, by_channel, check_writes
+from dialwatch.store.sqlite import SqliteStore
 from dialwatch.units import Money
 
 __all__ = ["PostgresStore"]
@@ -63,6 +64,31 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
                 )
 
         await self._run(commit)
+
+    async def dump(self, tables: Sequence[str]) -> dict[str, tuple[list[str], list[Row]]]:
+        """Every row of `tables`, with the column names, from one snapshot."""
+
+        async def read(conn: Conn) -> dict[str, tuple[list[str], list[Row]]]:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            dumped = {}
+            for table in tables:
+                cursor = await conn.execute(f"SELECT * FROM {table}")
+                columns = [column.name for column in cursor.description or ()]
+                dumped[table] = (columns, await cursor.fetchall())
+            return dumped
+
+        return await self._run(read)
+
+    async def in_memory_copy(self) -> SqliteStore:
+        """The shared state copied into a private SQLite database in memory (the two
+        backends hold the same rows), read from one snapshot without a lock."""
+        copied = await SqliteStore.open(":memory:", self.replica)
+        try:
+            await copied.load(await self.dump(TABLES))
+        except BaseException:
+            await copied.close()
+            raise
+        return copied
 
     async def load(self, tables: Mapping[str, tuple[list[str], list[Row]]]) -> None:
         """Insert these rows into an empty database, in one transaction; ConfigError if

@@ -9,7 +9,6 @@ before anything of theirs committed, and nothing else.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -155,9 +154,6 @@ CREATE TABLE IF NOT EXISTS outbox_claims (
 );
 """
 
-# The connection a dry run pins, so every statement inside it joins its transaction.
-_PINNED: contextvars.ContextVar[Conn | None] = contextvars.ContextVar("pinned", default=None)
-
 
 class Database(SqlTables):
     """A pool of connections to one PostgreSQL database, at the current schema."""
@@ -202,11 +198,7 @@ class Database(SqlTables):
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
         """A connection; a lost one (or none to be had) raises StateUnavailable."""
-        pinned = _PINNED.get()
         try:
-            if pinned is not None:
-                yield pinned
-                return
             async with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
@@ -215,7 +207,7 @@ class Database(SqlTables):
             ) from exc
 
     async def _run(self, work: Callable[[Conn], Awaitable[T]]) -> T:
-        """`work` in one transaction (a savepoint inside a dry run)."""
+        """`work` in one transaction."""
         async with self._connection() as conn, conn.transaction():
             return await work(conn)
 
@@ -233,16 +225,6 @@ class Database(SqlTables):
         async with self._connection() as conn:
             cursor = await conn.execute(marks(sql), params)
             return cursor.rowcount
-
-    @asynccontextmanager
-    async def rolled_back(self) -> AsyncIterator[None]:
-        """Everything written inside is undone at the end: for dry runs."""
-        async with self._connection() as conn, conn.transaction(force_rollback=True):
-            token = _PINNED.set(conn)
-            try:
-                yield
-            finally:
-                _PINNED.reset(token)
 
 
 async def _create_schema(conn: Conn) -> None:

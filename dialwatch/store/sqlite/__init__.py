@@ -7,7 +7,7 @@ have modules of their own, and `schema.py` holds the schema and the connection.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.lifecycle import AlertState
@@ -55,6 +55,20 @@ class SqliteStore(LedgerTables, OutboxTables, ClusterTables):
                     )
 
         await self._run(commit)
+
+    async def load(self, tables: Mapping[str, tuple[list[str], list[Row]]]) -> None:
+        """Insert these rows (as `dump` gives them, from either backend), in one
+        transaction."""
+
+        def write(db: sqlite3.Connection) -> None:
+            with self._transaction(db):
+                for table, (columns, rows) in tables.items():
+                    marks = ", ".join("?" * len(columns))
+                    db.executemany(
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+                    )
+
+        await self._run(write)
 
     async def dump(self, tables: Sequence[str]) -> dict[str, tuple[list[str], list[Row]]]:
         """Every row of `tables`, with the column names (to copy the state elsewhere)."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -266,8 +266,7 @@ class Database(SqlTables):
 
     @contextmanager
     def _transaction(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """On the connection's thread: a savepoint is a transaction of its own, or nests
-        inside `rolled_back`."""
+        """On the connection's thread: a savepoint, a transaction of its own."""
         name = f"sp{next(self._savepoints)}"
         db.execute(f"SAVEPOINT {name}")
         try:
@@ -278,14 +277,18 @@ class Database(SqlTables):
             raise
         db.execute(f"RELEASE {name}")
 
-    @asynccontextmanager
-    async def rolled_back(self) -> AsyncIterator[None]:
-        """Everything written inside is undone at the end: for dry runs."""
-        await self._write("BEGIN")
-        try:
-            yield
-        finally:
-            await self._write("ROLLBACK")
+    async def in_memory_copy(self) -> Self:
+        """A private copy of the state file in memory, by SQLite's online backup, which
+        reads one snapshot (no write lock: a service writing meanwhile is not held up)."""
+
+        def copy(db: sqlite3.Connection) -> sqlite3.Connection:
+            memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            db.backup(memory)
+            return memory
+
+        copied = type(self)(":memory:", self.replica)
+        copied._db = await self._run(copy)
+        return copied
 
 
 def _migrate(db: sqlite3.Connection, steps: tuple[tuple[str, str], ...]) -> None:
