@@ -11,6 +11,7 @@ import pytest
 from dialwatch.alerting.lifecycle import Decision
 from dialwatch.delivery.outbox import deliver_due
 from dialwatch.pipeline.cycle import CycleReport, run_checks, run_cycle
+from dialwatch.rules.loading import load_rules
 from dialwatch.simulators import Fault
 from tests.conftest import START, Harness, MakeHarness
 from tests.ledger_items import at, credit, payment, usage
@@ -404,3 +405,53 @@ async def test_a_future_dated_item_does_not_hide_the_items_after_it(
     assert "[WARNING] dial / expensive-call: 5 spend item(s) at or above $5.00 (total $45.00)" in (
         webhook.titles
     )
+
+
+WEEKLY = """
+channels:
+  oncall: "{webhook}"
+defaults:
+  notify: [oncall]
+rules:
+  - name: daily-spend
+    kind: spend_above
+    window: 24h
+    amount: "$100.00"
+  - name: expensive-call
+    kind: usage_item
+    min_amount: "$5.00"
+"""
+
+
+async def test_a_window_added_later_reads_the_history_it_needs(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """A `window: 7d` rule added to a running service (a reload) sees the five days of
+    spend before it, not $0.00; the history read for it raises no per-item alerts,
+    while a new item still does."""
+    h = await make_harness(WEEKLY)
+    h.dial.account.balance_cents = 1_000_000
+    h.dial.ledger.extend([usage(at(-60 * 24 * d), 3000, call=f"d{d}") for d in range(2, 7)])
+    await check(h)
+    assert webhook.titles == []
+
+    weekly = (
+        WEEKLY
+        + '  - name: weekly-spend\n    kind: spend_above\n    window: 7d\n    amount: "$100.00"\n'
+    )
+    h.rules_path.write_text(weekly.format(webhook=webhook.url))
+    h.watcher.rules = load_rules(h.rules_path)
+    h.dial.ledger.add(usage(at(1), 1200, call="new"))
+    h.clock.advance(minutes=2)
+    report = await check(h)
+
+    assert finding(report, "weekly-spend") == "spend $162.00 in the last 7d is above $100.00"
+    assert sorted(webhook.alert_titles) == [
+        "[WARNING] dial / expensive-call: 1 spend item(s) at or above $5.00 (total $12.00)",
+        "[WARNING] dial / weekly-spend: spend $162.00 in the last 7d is above $100.00",
+    ]
+
+    h.clock.advance(minutes=2)
+    again = await check(h)
+    assert again.ledger is not None
+    assert again.ledger.stats.requests == 1  # covered now: back to reading what is new

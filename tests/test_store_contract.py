@@ -188,9 +188,11 @@ async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store)
     matches = await store.item_matches("dial", "big-call", 10)
     assert (matches.count, matches.total, matches.shown) == (1, Money(1200), (items[0],))
 
-    checkpoint = LedgerCheckpoint(NOW, NOW - timedelta(minutes=4), ("big-call",))
+    checkpoint = LedgerCheckpoint(
+        NOW, NOW - timedelta(minutes=4), ("big-call",), NOW - timedelta(minutes=4)
+    )
     await store.commit_check("dial", NOW, {}, [], EXPIRES, ledger=checkpoint)
-    assert await store.ledger_cursor("dial") == NOW
+    assert await store.ledger_cursor("dial") == (NOW, NOW - timedelta(minutes=4))
     assert (await store.item_matches("dial", "big-call", 10)).count == 0
     assert (await store.spend("dial", since, "USD")).count == 2  # the oldest item pruned
 
@@ -341,7 +343,7 @@ async def test_state_import_copies_a_sqlite_file_and_refuses_a_second_time(
         assert states["wallet-low"].status is Status.FIRING
         assert [s.reason for s in await store.silences(WRITTEN_AT)] == ["known: renewing by hand"]
         assert [r.alert for r in await store.due(WRITTEN_AT)] == ["dial/wallet-low"]
-        assert await store.ledger_cursor("dial") == WRITTEN_AT - timedelta(minutes=1)
+        assert (await store.ledger_cursor("dial")).newest == WRITTEN_AT - timedelta(minutes=1)  # type: ignore[union-attr]
         assert (await store.item_matches("dial", "expensive-call", 10)).count == 1
         assert await store.add_silence("x", None, WRITTEN_AT + timedelta(1), "r", WRITTEN_AT) == 2
     finally:

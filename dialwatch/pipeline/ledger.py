@@ -2,7 +2,8 @@
 
 Each check reads newest-first down to `floor`: the previous cursor minus an overlap
 window (late rows), or on first start the longest rule window (backfill, with no
-per-item alerts for history). Items are de-duplicated by identity as they are stored,
+per-item alerts for history). A window added or widened later reads the history it
+lacks the same way, once: the cursor remembers since when the stored ledger is whole. Items are de-duplicated by identity as they are stored,
 page by page, with the item rules each new one matches; the cursor moves only when
 the check commits, together with the alerts it led to. A restart mid-backlog therefore
 re-reads from the old cursor and neither skips nor double-counts.
@@ -44,9 +45,10 @@ class LedgerSync:
     newest: datetime
     keep_since: datetime
     stats: ActivityStats = field(default_factory=ActivityStats)
+    covers_since: datetime | None = None  # the stored ledger is whole since then
 
     def checkpoint(self, delivered_rules: tuple[str, ...]) -> LedgerCheckpoint:
-        return LedgerCheckpoint(self.newest, self.keep_since, delivered_rules)
+        return LedgerCheckpoint(self.newest, self.keep_since, delivered_rules, self.covers_since)
 
 
 async def sync_ledger(
@@ -62,7 +64,18 @@ async def sync_ledger(
     cursor = await store.ledger_cursor(account)
     history = max(history_needed(rules, now), overlap)
     backfill = cursor is None
-    floor = now - history if cursor is None else cursor - overlap
+    # Items from `news_from` on are new to the rules; older ones are only history.
+    news_from = now - history if cursor is None else cursor.newest - overlap
+    floor, covered = news_from, cursor.covers_since if cursor else None
+    if cursor is not None and (covered is None or now - history < covered):
+        # A window added or widened since the ledger was last read: fill it, once.
+        floor = covered = min(news_from, now - history)
+        log.info(
+            "ledger.backfill",
+            account=account,
+            since=floor.isoformat(),
+            why="a new or wider window needs history the stored ledger lacks",
+        )
     item_rules: list[ItemRule] = [r for r in rules if isinstance(r, UsageItem | LedgerEvent)]
 
     def matching(items: list[LedgerItem]) -> dict[str, list[str]] | None:
@@ -71,13 +84,15 @@ async def sync_ledger(
             return None
         found = {}
         for item in items:
+            if item.occurred_at < news_from:
+                continue  # history read for a wider window, not news
             rules = [rule.name for rule in item_rules if item_matches(rule, item)]
             if rules:
                 found[item.key] = rules
         return found
 
     stats = ActivityStats()
-    newest = cursor or now
+    newest = cursor.newest if cursor else now
     new = 0
     pending: list[LedgerItem] = []
     async for batch in source.read_activity(floor, stats):
@@ -105,6 +120,7 @@ async def sync_ledger(
     new += await store.add_ledger_items(account, pending, matching(pending), fence)
     # Keep what the window rules need, and everything the next read re-reads.
     keep_since = min(now - history, newest - overlap)
+    covers_since = max(covered or floor, keep_since)
     log.debug(
         "ledger.synced",
         account=account,
@@ -113,4 +129,4 @@ async def sync_ledger(
         backfill=backfill,
         floor=floor.isoformat(),
     )
-    return LedgerSync(new, backfill, newest, keep_since, stats)
+    return LedgerSync(new, backfill, newest, keep_since, stats, covers_since)

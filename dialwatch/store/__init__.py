@@ -12,12 +12,13 @@ from yarl import URL
 
 from dialwatch.logs import REDACTOR
 from dialwatch.settings import default_replica, is_postgres
-from dialwatch.store.protocol import Fence, LedgerCheckpoint, ReplicaInfo, Store
+from dialwatch.store.protocol import Fence, LedgerCheckpoint, LedgerCursor, ReplicaInfo, Store
 from dialwatch.store.sqlite import SqliteStore
 
 __all__ = [
     "Fence",
     "LedgerCheckpoint",
+    "LedgerCursor",
     "ReplicaInfo",
     "Store",
     "is_postgres",

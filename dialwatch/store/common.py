@@ -17,6 +17,7 @@ from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.delivery.messages import Message
 from dialwatch.delivery.outbox import OutboxRow, Part
 from dialwatch.model import SPEND_TYPES
+from dialwatch.store.protocol import LedgerCursor
 from dialwatch.store.sql import (
     CLAIM_TTL,
     NEXT,
@@ -128,9 +129,13 @@ class SqlTables(ABC):
         return changed == 1
 
     # The ledger.
-    async def ledger_cursor(self, account: str) -> datetime | None:
-        row = await self._one("SELECT newest FROM ledger_cursor WHERE account = ?", (account,))
-        return from_iso(row[0]) if row else None
+    async def ledger_cursor(self, account: str) -> LedgerCursor | None:
+        row = await self._one(
+            "SELECT newest, covers_since FROM ledger_cursor WHERE account = ?", (account,)
+        )
+        if row is None:
+            return None
+        return LedgerCursor(from_iso(row[0]), from_iso(row[1]) if row[1] else None)
 
     async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
         """Spend since `since`, without the contributors (one query, not three)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from dialwatch.alerting.lifecycle import AlertState
 from dialwatch.alerting.silences import Silence
@@ -22,6 +22,13 @@ from dialwatch.rules.schema import Match
 from dialwatch.units import Money
 
 
+class LedgerCursor(NamedTuple):
+    """How far a committed check has read an account's ledger."""
+
+    newest: datetime  # the newest instant read up to
+    covers_since: datetime | None  # every item since then is stored (None: not known)
+
+
 @dataclass(frozen=True)
 class LedgerCheckpoint:
     """What a check read of the ledger, committed with its alerts."""
@@ -29,6 +36,7 @@ class LedgerCheckpoint:
     newest: datetime
     keep_since: datetime  # items older than this are no longer needed by any rule
     delivered_rules: tuple[str, ...]  # item rules whose matches became messages
+    covers_since: datetime | None = None  # every item since then is stored
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,8 @@ class Store(OutboxStore, Protocol):
         ...
 
     # The ledger.
-    async def ledger_cursor(self, account: str) -> datetime | None:
-        """The newest instant a committed check has read the ledger up to."""
+    async def ledger_cursor(self, account: str) -> LedgerCursor | None:
+        """How far committed checks have read the ledger (None: never)."""
         ...
 
     async def add_ledger_items(

@@ -222,9 +222,15 @@ def check_writes(
         # Move the cursor, forget matches that became messages and items no rule needs.
         batches += [
             (
-                "INSERT INTO ledger_cursor VALUES (?, ?) "
-                "ON CONFLICT (account) DO UPDATE SET newest = excluded.newest",
-                [(account, to_iso(ledger.newest))],
+                "INSERT INTO ledger_cursor VALUES (?, ?, ?) ON CONFLICT (account) "
+                "DO UPDATE SET newest = excluded.newest, covers_since = excluded.covers_since",
+                [
+                    (
+                        account,
+                        to_iso(ledger.newest),
+                        to_iso(ledger.covers_since) if ledger.covers_since else None,
+                    )
+                ],
             ),
             (
                 "DELETE FROM item_matches WHERE account = ? AND rule = ?",

@@ -24,12 +24,14 @@ from dialwatch.store.common import Row, SqlTables
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Row]
 
-SCHEMA_VERSION = 5  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
+SCHEMA_VERSION = 6  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
 # Serialises schema creation and upgrades when several replicas start at once.
 _SCHEMA_LOCK = 0x6469616C77617463  # "dialwatc"
 # What takes a database from version N-1 to N (the schema below is version 5, the first
 # PostgreSQL has); add a step here and bump SCHEMA_VERSION when a table changes.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    6: ("ALTER TABLE ledger_cursor ADD COLUMN IF NOT EXISTS covers_since TEXT",),
+}
 # The database's clock, in microseconds since the epoch.
 NOW_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 
@@ -93,7 +95,8 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE TABLE IF NOT EXISTS ledger_cursor (
     account TEXT PRIMARY KEY,
-    newest TEXT NOT NULL
+    newest TEXT NOT NULL,
+    covers_since TEXT  -- the stored ledger holds every item since then (NULL: unknown)
 );
 CREATE TABLE IF NOT EXISTS silences (
     id BIGSERIAL PRIMARY KEY,

@@ -22,7 +22,7 @@ from dialwatch.store.common import Row, SqlTables
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5  # bump with a migration in _MIGRATIONS when a table changes
+SCHEMA_VERSION = 6  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N: statements, each run if its table
 # exists (a missing table is created whole, and current, from _SCHEMA).
 _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
@@ -38,6 +38,8 @@ _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
     ),
     # Replicas, leases and outbox claims: new tables only (created from _SCHEMA).
     5: (),
+    # How far back the stored ledger reaches, so a wider window reads what it lacks.
+    6: (("ledger_cursor", "ALTER TABLE ledger_cursor ADD COLUMN covers_since TEXT"),),
 }
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -95,7 +97,8 @@ CREATE TABLE IF NOT EXISTS ledger (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger_cursor (
     account TEXT PRIMARY KEY,
-    newest TEXT NOT NULL
+    newest TEXT NOT NULL,
+    covers_since TEXT  -- the stored ledger holds every item since then (NULL: unknown)
 );
 -- Silences: a rule (glob) on one account or all, muted until ends_at.
 CREATE TABLE IF NOT EXISTS silences (
