@@ -104,6 +104,17 @@ class RequestRejected(ProviderError):
     reason = "rejected"
 
 
+class InternalError(ProviderError):
+    """A check failed inside dialwatch (a bug, or data the store refused): counted and
+    shown as a failed check, so dialwatch-unhealthy covers it too."""
+
+    reason = "internal"
+
+    def __init__(self, error: Exception) -> None:
+        self.url, self.status = "", None
+        Exception.__init__(self, f"{type(error).__name__}: {error}")
+
+
 class BadResponse(ProviderError):
     retryable = True
     reason = "bad_response"

@@ -710,3 +710,29 @@ async def test_a_balance_too_large_to_store_is_a_bad_response_not_a_crash(
     assert [e.reason for e in report.errors] == ["bad_response"]
     assert "balanceCents" in str(report.errors[0])
     assert harness.watcher.health.last_error is not None
+
+
+async def test_a_check_that_fails_inside_dialwatch_counts_against_health(
+    harness: Harness, webhook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, log_lines: Any
+) -> None:
+    """A bug in a check (here a provider's reader raising KeyError) is a failed check like
+    any other: health and the status show it, and after unhealthy_after of them
+    dialwatch-unhealthy fires; it resolves once checks succeed again."""
+
+    async def broken(now: Any) -> Any:
+        raise KeyError("balanceCents")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(harness.watcher.source, "fetch_billing", broken)
+        for _ in range(11):
+            report = await check_and_deliver(harness)
+            harness.clock.advance(minutes=1)
+    assert [e.reason for e in report.errors] == ["internal"]
+    assert harness.watcher.health.last_error == "internal: KeyError: 'balanceCents'"
+    assert webhook.titles == [
+        "[CRITICAL] dial / dialwatch-unhealthy: checks have failed for 10m (internal)"
+    ]
+    assert any(e["event"] == "check.crashed" and "exception" in e for e in log_lines())
+
+    await check_and_deliver(harness)
+    assert webhook.titles[-1] == "[RESOLVED] dial / dialwatch-unhealthy: checks succeed again"

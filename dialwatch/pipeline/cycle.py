@@ -24,7 +24,13 @@ from dialwatch.alerting.routing import Target
 from dialwatch.clock import Clock
 from dialwatch.delivery.notifier import Notifier
 from dialwatch.delivery.render import Outcome, render, to_outbox
-from dialwatch.errors import AuthError, LeaseLost, ProviderError, StateUnavailable
+from dialwatch.errors import (
+    AuthError,
+    InternalError,
+    LeaseLost,
+    ProviderError,
+    StateUnavailable,
+)
 from dialwatch.model import BillingSnapshot
 from dialwatch.pipeline.evaluate import (
     AUTH_ALERT,
@@ -129,10 +135,12 @@ async def run_cycle(watcher: Watcher) -> CycleReport:
     except (LeaseLost, StateUnavailable):
         raise  # the runner's to handle: another replica has it, or the store is down
     except Exception as exc:
-        # A bug, not an API failure: it must still show as a failing check.
-        watcher.health.last_check = watcher.clock.now()
-        watcher.health.last_error = f"internal error: {type(exc).__name__}: {exc}"
-        raise
+        # A bug, not an API failure: it must still count as a failed check.
+        log.exception("check.crashed", account=watcher.account, provider=watcher.provider)
+        error = InternalError(exc)
+        watcher.health.last_check = watcher.clock.now()  # even if recording it fails too
+        watcher.health.last_error = f"{error.reason}: {error}"
+        report = await _crashed(watcher, error)
     if report.notifications:
         watcher.wake_delivery.set()
     _record_health(watcher, report)
@@ -196,6 +204,22 @@ async def _cycle(w: Watcher) -> CycleReport:
         bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
     # route and commit to the outbox
     await _commit(w, report, failing_since, digests_sent)
+    return report
+
+
+async def _crashed(w: Watcher, error: InternalError) -> CycleReport:
+    """A check that failed inside dialwatch, recorded as a failed check: the failing
+    streak goes on, and dialwatch's own alerts are decided and committed as for a read
+    that failed (every other alert stays as it was)."""
+    now, account, provider = w.clock.now(), w.account, w.provider
+    states = await w.store.alert_states(account)
+    failing_since = await w.store.failing_since(account) or now
+    evaluations = watcher_alerts(w.rules, account, provider, [error], failing_since, now)
+    silences = await w.store.silences(now)
+    decided = decide_all(evaluations, states, silences, w.rules.inhibit, account, now)
+    outcomes = tuple(render(account, d, now) for d in decided)
+    report = CycleReport(now, None, error, outcomes)
+    await _commit(w, report, failing_since, [])
     return report
 
 
