@@ -79,3 +79,40 @@ async def test_a_week_of_checks_sends_each_digest_once_with_the_figures(
     assert "Alerts fired: none" in body
     # The balance fell under $4,800.00 at hour 81 (Nov 24 21:00 UTC).
     assert "Alerts fired: wallet-low (1)" in daily[3]["message"]
+
+
+HOURLY_RULE_AND_WEEKLY_DIGEST = """
+channels:
+  oncall: "{webhook}"
+defaults:
+  notify: [oncall]
+rules:
+  - name: hourly-spend
+    kind: spend_above
+    window: 1h
+    amount: "$100.00"
+digest:
+  - name: weekly
+    every: week
+    weekday: monday
+    at: "09:00"
+    notify: [oncall]
+"""
+
+
+async def test_a_weekly_digest_counts_the_whole_week_though_rules_need_an_hour(
+    make_harness: MakeHarness, webhook: WebhookReceiver
+) -> None:
+    """The only spend rule looks back one hour; the weekly digest still reports the
+    week's spend ($7.50 every 3 hours: $420.00) and the runway it implies."""
+    h: Harness = await make_harness(HOURLY_RULE_AND_WEEKLY_DIGEST)
+    h.dial.account.balance_cents = 600_000
+    for _ in range(72):  # Saturday 12:00 to Monday 30 Nov 09:00, every 3 hours
+        h.dial.ledger.add(usage(at(-1, base=h.clock.now()), 750, call=f"c{len(h.dial.ledger)}"))
+        await check_and_deliver(h)
+        h.clock.advance(hours=3)
+
+    weekly = [m for m in webhook.received if "weekly digest" in m["title"]][-1]
+    assert "Period: 2026-11-23 09:00 to 2026-11-30 09:00 UTC" in weekly["message"]
+    assert "Spend: $420.00 in the period" in weekly["message"]
+    assert "Runway: about 100d at $60.00/day" in weekly["message"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -28,6 +28,15 @@ def due_at(digest: Digest, now: datetime) -> datetime:
 
 def period(digest: Digest) -> timedelta:
     return timedelta(days=7 if digest.every == "week" else 1)
+
+
+def history_needed(digests: Sequence[Digest], now: datetime) -> timedelta:
+    """How far back the stored ledger must reach for every digest's next summary: to the
+    start of the period that ends at its next scheduled time."""
+    return max(
+        (now - (due_at(digest, now) - period(digest)) for digest in digests),
+        default=timedelta(0),
+    )
 
 
 @dataclass(frozen=True)

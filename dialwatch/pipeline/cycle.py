@@ -22,6 +22,7 @@ from dialwatch.alerting.decide import decide_all
 from dialwatch.alerting.lifecycle import AlertState, Decision, Status
 from dialwatch.alerting.routing import Target
 from dialwatch.clock import Clock
+from dialwatch.delivery.digest import history_needed as digest_history
 from dialwatch.delivery.notifier import Notifier
 from dialwatch.delivery.render import Outcome, render, to_outbox
 from dialwatch.errors import (
@@ -275,8 +276,11 @@ async def _sync_ledger(
     """The ledger stage, for accounts with a rule that reads it and a key that works."""
     if not any(isinstance(rule, LEDGER_KINDS) for rule in active) or isinstance(error, AuthError):
         return None, None
+    # Digests summarise a whole day or week of spend, longer than rules may look back.
+    keep = digest_history(w.rules.digest if REGISTRY[w.provider].has_money else (), now)
     try:
-        return await sync_ledger(w.source, w.store, active, now, w.ledger_overlap, w.fence), None
+        synced = await sync_ledger(w.source, w.store, active, now, w.ledger_overlap, w.fence, keep)
+        return synced, None
     except ProviderError as exc:
         bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")
         return None, exc

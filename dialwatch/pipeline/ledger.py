@@ -58,11 +58,13 @@ async def sync_ledger(
     now: datetime,
     overlap: timedelta,
     fence: Fence | None = None,
+    keep: timedelta = timedelta(0),
 ) -> LedgerSync:
-    """Read what is new in the ledger into the store; raises ProviderError."""
+    """Read what is new in the ledger into the store, and keep what the rules need and
+    `keep` besides (the digests' periods); raises ProviderError."""
     account = source.account
     cursor = await store.ledger_cursor(account)
-    history = max(history_needed(rules, now), overlap)
+    history = max(history_needed(rules, now), overlap, keep)
     backfill = cursor is None
     # Items from `news_from` on are new to the rules; older ones are only history.
     news_from = now - history if cursor is None else cursor.newest - overlap
