@@ -117,15 +117,18 @@ class SmtpServer:
     def subjects(self) -> list[str]:
         return [str(m["Subject"]) for m in self.messages]
 
-    def bodies(self) -> list[str]:
+    def bodies(self, content_type: str = "text/plain") -> list[str]:
         texts = []
         for message in self.messages:
             for part in message.walk():
-                if part.get_content_type() == "text/plain":
+                if part.get_content_type() == content_type:
                     payload = part.get_payload(decode=True)
                     assert isinstance(payload, bytes)
                     texts.append(payload.decode())
         return texts
+
+    def html_bodies(self) -> list[str]:
+        return self.bodies("text/html")
 
 
 async def get_json(

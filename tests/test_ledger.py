@@ -15,7 +15,7 @@ from dialwatch.rules.loading import load_rules
 from dialwatch.simulators import Fault
 from tests.conftest import START, Harness, MakeHarness
 from tests.ledger_items import at, credit, payment, usage
-from tests.servers import WebhookReceiver
+from tests.servers import SmtpServer, WebhookReceiver
 
 RULES = """
 channels:
@@ -455,3 +455,26 @@ async def test_a_window_added_later_reads_the_history_it_needs(
     again = await check(h)
     assert again.ledger is not None
     assert again.ledger.stats.requests == 1  # covered now: back to reading what is new
+
+
+async def test_an_html_channel_gets_provider_text_escaped_and_lines_kept(
+    make_harness: MakeHarness, smtp: SmtpServer
+) -> None:
+    """Markup in a provider's text (a fare name here) reaches a `format: html` email as
+    text, never as markup, and the message keeps its lines and paragraphs."""
+    text = RULES.replace('  oncall: "{webhook}"', '  oncall: {{url: "{smtp}", format: html}}')
+    h = await make_harness(text)
+    h.dial.account.balance_cents = 1_000_000
+    await start_empty(h)
+    evil = '<a href="http://evil.example">x</a><img src=x onerror=alert(1)>'
+    h.dial.ledger.add(usage(at(1), 1250, fare=evil, call="new"))
+    h.clock.advance(minutes=2)
+    await check(h)
+
+    (html,) = smtp.html_bodies()
+    assert "<img" not in html
+    assert "<a href" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html.startswith("<p>")
+    assert "<br>" in html  # lines kept
+    assert html.count("<p>") >= 2  # paragraphs kept

@@ -1,7 +1,12 @@
-"""Sending one message to one channel through apprise."""
+"""Sending one message to one channel through apprise.
+
+Messages are text all the way here (dialwatch's own and the templates' output alike);
+a channel whose `format` is html gets that text escaped and laid out as HTML, so no
+provider's text (a description, a fare name) can become markup in someone's inbox."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -57,12 +62,14 @@ class AppriseNotifier:
             return f"no channel named {channel!r}"
         body_limit = min((s.body_maxlen for s in target), default=0) or len(message.body)
         title_limit = min((s.title_maxlen for s in target), default=0)
+        body_format = self._formats.get(channel, "text")
+        body = trim(message.body, body_limit)
         result = await target.async_notify(
-            body=trim(message.body, body_limit),
+            body=as_html(body) if body_format == "html" else body,
             # A service without titles (limit 0) gets the title folded into the body by apprise.
             title=trim(message.title, title_limit) if title_limit else message.title,
             notify_type=message.notify_type,
-            body_format=self._formats.get(channel, "text"),
+            body_format=body_format,
             timeout=self._timeout,
         )
         if result:
@@ -70,6 +77,16 @@ class AppriseNotifier:
         problems = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
         reason = problems[-1] if problems else f"apprise reported {result.status.name}"
         return REDACTOR.redact(reason)
+
+
+def as_html(text: str) -> str:
+    """Text as HTML: every character escaped, blank-line-separated paragraphs as <p>,
+    the lines inside them kept with <br>."""
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    return "\n".join(
+        "<p>" + "<br>\n".join(html.escape(line) for line in p.splitlines()) + "</p>"
+        for p in paragraphs
+    )
 
 
 TRIMMED = " […]"
