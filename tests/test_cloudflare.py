@@ -9,6 +9,8 @@ import pytest
 
 from dialwatch.simulators import Fault, RateLimit
 from dialwatch.simulators.cloudflare import CloudflareSimulator
+from dialwatch.units import Money
+from dialwatch.web.status_page import render_status_page
 from tests.conftest import CLOUDFLARE_TOKEN, START, MakeFleet
 from tests.servers import WebhookReceiver, get_json
 
@@ -192,3 +194,23 @@ async def test_simulator_holds_per_page_to_5_through_50(
     )
     assert got == status
     assert body["success"] is (status == 200)
+
+
+async def test_an_account_billed_in_euros_is_shown_and_summed_in_euros(
+    make_fleet: MakeFleet, cloudflare: CloudflareSimulator, webhook: WebhookReceiver
+) -> None:
+    """A €140.00 charge: the spend rule, the status page's per-day spend and the store's
+    per-day figures say €140.00, never $140.00."""
+    cloudflare.account.charge("e1", 140.00, stamp(-3), currency="EUR", zone="example.com")
+    h = await make_fleet(RULES.replace('"$100.00"', '"€100.00"').replace('"$50.00"', '"€50.00"'))
+
+    await h.check()
+    page = await render_status_page(h.fleet.all(), h.clock.now())
+
+    assert webhook.alert_titles == [
+        "[WARNING] cf / cf-daily: spend €140.00 in the last 24h is above €100.00"
+    ]
+    assert "€140.00" in page
+    assert "$140.00" not in page
+    by_day = await h.fleet.store.spend_by_day("cf", START - timedelta(days=1), "EUR")
+    assert list(by_day.values()) == [Money(14000, "EUR")]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from dialwatch.delivery.digest import due_at
+from dialwatch.delivery.digest import DigestFacts, compose_digest, due_at, period
 from dialwatch.rules.schema import Digest
+from dialwatch.units import Money
 from tests.conftest import Harness, MakeHarness
 from tests.ledger_items import at, usage
 from tests.servers import WebhookReceiver
@@ -116,3 +117,26 @@ async def test_a_weekly_digest_counts_the_whole_week_though_rules_need_an_hour(
     assert "Period: 2026-11-23 09:00 to 2026-11-30 09:00 UTC" in weekly["message"]
     assert "Spend: $420.00 in the period" in weekly["message"]
     assert "Runway: about 100d at $60.00/day" in weekly["message"]
+
+
+def test_digest_figures_keep_their_units() -> None:
+    """A EUR account's burn is in euros; an SMS account's balance in credits against
+    spend in dollars gives no runway (they cannot be divided), and says why."""
+    daily = Digest.model_validate({"name": "d", "notify": ["x"]})
+    until = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+    since = until - period(daily)
+
+    def facts(balance: Money, spend: Money) -> DigestFacts:
+        return DigestFacts(
+            account="a", balance=balance, balance_before=None,
+            spend_by_day={"2026-11-21": spend}, top_numbers=(), top_items=(),
+            alerts={}, spend_total=spend,
+        )  # fmt: skip
+
+    eur = compose_digest(daily, facts(Money(300_00, "EUR"), Money(30_00, "EUR")), since, until)
+    assert "Spend by UTC day: 2026-11-21 €30.00" in eur.body
+    assert "Runway: about 10d at €30.00/day" in eur.body
+
+    sms = compose_digest(daily, facts(Money(5000, "credits"), Money(40_00)), since, until)
+    assert "Balance: 5,000 credits" in sms.body
+    assert "Runway: not estimated (the balance is in credits, the spend in USD)" in sms.body

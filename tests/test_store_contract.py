@@ -183,7 +183,8 @@ async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store)
     assert (sms.total, sms.count) == (Money(350), 2)
     assert (await store.spend("dial", since, "USD", Match(fare="sms.[io]n*"))).count == 1
     assert await store.spend_total("dial", since, "USD") == Money(1550)
-    assert await store.spend_by_day("dial", since) == {"2026-11-21": Money(1550)}
+    assert await store.spend_by_day("dial", since, "USD") == {"2026-11-21": Money(1550)}
+    assert await store.spend_by_day("dial", since, "EUR") == {}
     assert await store.spend_currency("dial") == "USD"
     matches = await store.item_matches("dial", "big-call", 10)
     assert (matches.count, matches.total, matches.shown) == (1, Money(1200), (items[0],))
@@ -311,6 +312,41 @@ async def test_leases_spread_over_live_replicas_and_follow_them(state_location: 
     finally:
         await one.close()
         await two.close()
+
+
+async def test_spend_per_day_of_schema_6_takes_its_accounts_currency(state_location: str) -> None:
+    """Schema 7 keys spend per day by currency: an upgraded state keeps its daily
+    spend, in the currency of the account's ledger (EUR here, not dollars)."""
+    store = await open_store(state_location, replica="r1")
+    euro = usage(5, 900, "voice.outbound")._replace(currency="EUR")
+    await store.add_ledger_items("cf", [euro], None)
+    await store.close()
+    schema_6 = (
+        "CREATE TABLE spend_days_v6 (account TEXT, day TEXT, cents BIGINT)",
+        "INSERT INTO spend_days_v6 SELECT account, day, cents FROM spend_days",
+        "DROP TABLE spend_days",
+        "CREATE TABLE spend_days (account TEXT NOT NULL, day TEXT NOT NULL, "
+        "cents BIGINT NOT NULL, PRIMARY KEY (account, day))",
+        "INSERT INTO spend_days SELECT * FROM spend_days_v6",
+        "DROP TABLE spend_days_v6",
+    )
+    if state_location.startswith("postgresql"):
+        with psycopg.connect(state_location, autocommit=True) as conn:
+            for statement in schema_6:
+                conn.execute(statement)
+            conn.execute("UPDATE dialwatch_schema SET version = 6")
+    else:
+        with sqlite3.connect(state_location) as db:
+            for statement in schema_6:
+                db.execute(statement)
+            db.execute("PRAGMA user_version=6")
+    store = await open_store(state_location, replica="r1")
+    try:
+        since = NOW - timedelta(hours=1)
+        assert await store.spend_by_day("cf", since, "EUR") == {"2026-11-21": Money(900, "EUR")}
+        assert await store.spend_by_day("cf", since, "USD") == {}
+    finally:
+        await store.close()
 
 
 async def test_postgres_state_from_a_newer_dialwatch_is_refused(postgres_url: str) -> None:

@@ -102,3 +102,21 @@ def test_format_duration_round_trips() -> None:
         "45s",
         "0s",
     ]
+
+
+def test_the_default_resolve_margin_is_at_least_one_whole_unit_of_the_thresholds_own() -> None:
+    """5% of the threshold, at least one whole unit: $1.00 for dollars, 1 credit for
+    credits (not 100 credits: a 500-credit threshold resolves at 525, not 600)."""
+    from dialwatch.rules.schema import BalanceBelow
+
+    def margin(threshold: str) -> Money:
+        rule = BalanceBelow.model_validate(
+            {"name": "low", "kind": "balance_below", "threshold": threshold}
+        )
+        return rule.clear_margin
+
+    assert margin("500 credits") == Money(25, "credits")
+    assert margin("10 credits") == Money(1, "credits")
+    assert margin("$10.00") == Money(100)
+    assert margin("$500.00") == Money(2500)
+    assert margin("1000 JPY") == Money(50, "JPY")

@@ -85,10 +85,16 @@ def compose_digest(digest: Digest, facts: DigestFacts, since: datetime, until: d
             "Top numbers: " + (_list(facts.top_numbers) or "none"),
             "Top items: " + (_list(facts.top_items) or "none"),
         ]
-        if balance is not None and facts.spend_total.cents > 0:
+        spent = facts.spend_total
+        if balance is not None and balance.currency != spent.currency:
+            lines.append(
+                f"Runway: not estimated (the balance is in {balance.currency}, the spend in "
+                f"{spent.currency})"
+            )
+        elif balance is not None and spent.cents > 0:
             seconds = int(period(digest).total_seconds())
-            per_day = Money(facts.spend_total.cents * 86400 // seconds)
-            left = timedelta(seconds=max(0, balance.cents) * seconds // facts.spend_total.cents)
+            per_day = Money(spent.cents * 86400 // seconds, spent.currency)
+            left = timedelta(seconds=max(0, balance.cents) * seconds // spent.cents)
             lines.append(
                 f"Runway: about {format_duration(timedelta(hours=left // timedelta(hours=1)))} "
                 f"at {per_day}/day"

@@ -87,7 +87,7 @@ async def digests_due(
             account=account,
             balance=balance or await store.balance_at(account, until),
             balance_before=await store.balance_at(account, since),
-            spend_by_day=await store.spend_by_day(account, since) if reads_ledger else {},
+            spend_by_day=await store.spend_by_day(account, since, currency) if reads_ledger else {},
             top_numbers=spend.by_number if spend else (),
             top_items=spend.by_fare if spend else (),
             alerts=await store.fired_between(account, since, until),

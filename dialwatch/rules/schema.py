@@ -25,7 +25,7 @@ from pydantic import (
 from dialwatch.providers import DEFAULT_PROVIDER, REGISTRY
 from dialwatch.rules.time_intervals import TimeInterval
 from dialwatch.settings import check_base_url, check_interval
-from dialwatch.units import CREDITS, Money, parse_duration, parse_money
+from dialwatch.units import CREDITS, Money, minor_digits, parse_duration, parse_money
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -73,10 +73,13 @@ class BalanceBelow(_RuleBase):
 
     @property
     def clear_margin(self) -> Money:
-        """How far above the threshold the balance must climb to resolve."""
+        """How far above the threshold the balance must climb to resolve: 5% of it, and
+        at least one whole unit of its own currency."""
         if self.hysteresis is not None:
             return self.hysteresis
-        return Money(max(100, abs(self.threshold.cents) * 5 // 100), self.threshold.currency)
+        currency = self.threshold.currency
+        whole_unit = 10 ** minor_digits(currency)  # $1.00, 1 credit, ¥1
+        return Money(max(whole_unit, abs(self.threshold.cents) * 5 // 100), currency)
 
 
 class SubscriptionCancelling(_RuleBase):

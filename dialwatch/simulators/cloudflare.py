@@ -23,11 +23,12 @@ class CloudflareAccount:
     def charge(
         self, id: str, amount: float, occurred_at: str, *, action: str = "subscription",
         description: str = "", zone: str | None = None, type: str = "charge",
+        currency: str = "USD",
     ) -> None:  # fmt: skip
         self.items.append(
             {"id": id, "type": type, "action": action,
              "description": description or f"{action} {id}", "occurred_at": occurred_at,
-             "amount": amount, "currency": "USD", "zone": {"name": zone}}
+             "amount": amount, "currency": currency, "zone": {"name": zone}}
         )  # fmt: skip
 
 

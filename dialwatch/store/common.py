@@ -151,12 +151,13 @@ class SqlTables(ABC):
         )
         return str(row[0]) if row else "USD"
 
-    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]:
+    async def spend_by_day(self, account: str, since: datetime, currency: str) -> dict[str, Money]:
         rows = await self._all(
-            "SELECT day, cents FROM spend_days WHERE account = ? AND day >= ? ORDER BY day",
-            (account, since.strftime("%Y-%m-%d")),
+            "SELECT day, cents FROM spend_days WHERE account = ? AND currency = ? AND day >= ? "
+            "ORDER BY day",
+            (account, currency, since.strftime("%Y-%m-%d")),
         )
-        return {day: Money(int(cents)) for day, cents in rows}
+        return {day: Money(int(cents), currency) for day, cents in rows}
 
     # The outbox.
     async def mark_delivered(self, row_id: int, now: datetime) -> None:

@@ -140,7 +140,9 @@ class Store(OutboxStore, Protocol):
         """The currency of the account's latest spend item (USD before there is one)."""
         ...
 
-    async def spend_by_day(self, account: str, since: datetime) -> dict[str, Money]: ...
+    async def spend_by_day(self, account: str, since: datetime, currency: str) -> dict[str, Money]:
+        """Spend in `currency` per UTC day since `since`'s day."""
+        ...
 
     async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         """New items that matched `rule` and are not notified yet: all counted, and the

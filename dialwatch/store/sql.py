@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dialwatch.alerting.lifecycle import AlertState, Status
@@ -60,6 +60,23 @@ def outbox_row(r: tuple[Any, ...]) -> OutboxRow:
         parts=tuple(stored_part(p) for p in json.loads(r[13])),
         held=bool(r[14]),
     )
+
+
+# Spend per UTC day and currency, added to as items arrive (the status page's chart).
+ADD_SPEND_DAY = (
+    "INSERT INTO spend_days (account, day, currency, cents) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (account, day, currency) DO UPDATE SET cents = spend_days.cents + excluded.cents"
+)
+
+
+def spend_days(account: str, items: Iterable[LedgerItem]) -> list[tuple[str, str, str, int]]:
+    """The rows ADD_SPEND_DAY adds for new `items`: their spend per UTC day and currency."""
+    totals: dict[tuple[str, str], int] = {}
+    for item in items:
+        if item.type in SPEND_TYPES:
+            key = (item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d"), item.currency)
+            totals[key] = totals.get(key, 0) + item.cents
+    return [(account, day, currency, cents) for (day, currency), cents in totals.items()]
 
 
 def ledger_item(r: tuple[Any, ...]) -> LedgerItem:

@@ -82,7 +82,8 @@ async def _account_section(watcher: Watcher, now: datetime, balance: Money | Non
     store, account, health = watcher.store, watcher.account, watcher.health
     since = now - timedelta(days=DAYS)
     days = [(now - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(DAYS - 1, -1, -1)]
-    spend = await store.spend_by_day(account, now - timedelta(days=DAYS - 1))
+    currency = await store.spend_currency(account)
+    spend = await store.spend_by_day(account, now - timedelta(days=DAYS - 1), currency)
     states = await store.alert_states(account)
     plugin = REGISTRY[watcher.provider]
     severity = {rule.name: rule.severity for rule in watcher.rules.rules}
@@ -97,7 +98,7 @@ async def _account_section(watcher: Watcher, now: datetime, balance: Money | Non
 {_balance_chart(account, history, since, now)}"""
     if plugin.has_money:
         charts += f"""<h3>Spend per day (UTC)</h3>
-{_spend_chart(account, days, spend)}"""
+{_spend_chart(account, days, spend, currency)}"""
     last_error = (
         f'<span class="bad" id="last-error-{escape(account)}">Last error: '
         f"{escape(health.last_error)}</span>"
@@ -143,7 +144,7 @@ def _balance_chart(
 </svg>"""
 
 
-def _spend_chart(account: str, days: list[str], spend: dict[str, Money]) -> str:
+def _spend_chart(account: str, days: list[str], spend: dict[str, Money], currency: str) -> str:
     if not spend:
         return (
             f'<p class="muted" id="spend-chart-{escape(account)}">No spend recorded: add a '
@@ -153,7 +154,7 @@ def _spend_chart(account: str, days: list[str], spend: dict[str, Money]) -> str:
     slot = (WIDTH - 2 * PAD) / len(days)
     bars = []
     for i, day in enumerate(days):
-        amount = spend.get(day, Money(0))
+        amount = spend.get(day, Money(0, currency))
         height = (HEIGHT - 2 * PAD) * amount.cents / most
         left = PAD + i * slot
         bars.append(

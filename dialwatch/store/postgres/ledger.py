@@ -4,15 +4,22 @@ queries, and the new items each item rule matched until their message is queued.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from dialwatch.clock import to_micros
-from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary
+from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
 from dialwatch.rules.schema import Match
 from dialwatch.store.postgres.cluster import check_fence
-from dialwatch.store.postgres.schema import Conn, Database
+from dialwatch.store.postgres.schema import Conn, Database, marks
 from dialwatch.store.protocol import Fence
-from dialwatch.store.sql import LEDGER_COLUMNS, TOP, ledger_item, spend_filter
+from dialwatch.store.sql import (
+    ADD_SPEND_DAY,
+    LEDGER_COLUMNS,
+    TOP,
+    ledger_item,
+    spend_days,
+    spend_filter,
+)
 from dialwatch.units import Money
 
 _INSERT = (
@@ -44,11 +51,7 @@ class LedgerTables(Database):
             new = [item for item in items if item.key not in seen]
             if not new:
                 return 0
-            by_day: dict[str, int] = {}
-            for item in new:
-                if item.type in SPEND_TYPES:
-                    day = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d")
-                    by_day[day] = by_day.get(day, 0) + item.cents
+            by_day = spend_days(account, new)
             async with conn.cursor() as cur:
                 await cur.executemany(
                     _INSERT,
@@ -66,11 +69,7 @@ class LedgerTables(Database):
                         found,
                     )
                 if by_day:
-                    await cur.executemany(
-                        "INSERT INTO spend_days VALUES (%s, %s, %s) ON CONFLICT (account, day) "
-                        "DO UPDATE SET cents = spend_days.cents + excluded.cents",
-                        [(account, day, cents) for day, cents in by_day.items()],
-                    )
+                    await cur.executemany(marks(ADD_SPEND_DAY), by_day)
             return len(new)
 
         return await self._run(add)

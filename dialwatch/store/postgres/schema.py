@@ -24,13 +24,20 @@ from dialwatch.store.common import Row, SqlTables
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Row]
 
-SCHEMA_VERSION = 6  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
+SCHEMA_VERSION = 7  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
 # Serialises schema creation and upgrades when several replicas start at once.
 _SCHEMA_LOCK = 0x6469616C77617463  # "dialwatc"
 # What takes a database from version N-1 to N (the schema below is version 5, the first
 # PostgreSQL has); add a step here and bump SCHEMA_VERSION when a table changes.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     6: ("ALTER TABLE ledger_cursor ADD COLUMN IF NOT EXISTS covers_since TEXT",),
+    7: (
+        "ALTER TABLE spend_days ADD COLUMN IF NOT EXISTS currency TEXT NOT NULL DEFAULT 'USD'",
+        "UPDATE spend_days SET currency = COALESCE((SELECT currency FROM ledger WHERE "
+        "ledger.account = spend_days.account ORDER BY key DESC LIMIT 1), 'USD')",
+        "ALTER TABLE spend_days DROP CONSTRAINT IF EXISTS spend_days_pkey",
+        "ALTER TABLE spend_days ADD PRIMARY KEY (account, day, currency)",
+    ),
 }
 # The database's clock, in microseconds since the epoch.
 NOW_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
@@ -132,7 +139,8 @@ CREATE TABLE IF NOT EXISTS spend_days (
     account TEXT NOT NULL,
     day TEXT NOT NULL,
     cents BIGINT NOT NULL,
-    PRIMARY KEY (account, day)
+    currency TEXT NOT NULL DEFAULT 'USD',
+    PRIMARY KEY (account, day, currency)
 );
 CREATE TABLE IF NOT EXISTS item_matches (
     account TEXT NOT NULL,

@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from dialwatch.clock import to_micros
-from dialwatch.model import SPEND_TYPES, ItemMatches, LedgerItem, SpendSummary
+from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
 from dialwatch.rules.schema import Match
 from dialwatch.store.protocol import Fence
-from dialwatch.store.sql import LEDGER_COLUMNS, TOP, ledger_item, spend_filter
+from dialwatch.store.sql import (
+    ADD_SPEND_DAY,
+    LEDGER_COLUMNS,
+    TOP,
+    ledger_item,
+    spend_days,
+    spend_filter,
+)
 from dialwatch.store.sqlite.cluster import check_fence
 from dialwatch.store.sqlite.schema import Database
 from dialwatch.units import Money
@@ -89,16 +96,7 @@ class LedgerTables(Database):
                             for rule in matches.get(item.key, ())
                         ],
                     )
-                by_day: dict[str, int] = {}
-                for item in new:
-                    if item.type in SPEND_TYPES:
-                        day = item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d")
-                        by_day[day] = by_day.get(day, 0) + item.cents
-                db.executemany(
-                    "INSERT INTO spend_days VALUES (?, ?, ?) ON CONFLICT (account, day) "
-                    "DO UPDATE SET cents = cents + excluded.cents",
-                    [(account, day, cents) for day, cents in by_day.items()],
-                )
+                db.executemany(ADD_SPEND_DAY, spend_days(account, new))
         finally:
             if relax:
                 db.execute("PRAGMA synchronous=FULL")

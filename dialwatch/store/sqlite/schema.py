@@ -22,7 +22,7 @@ from dialwatch.store.common import Row, SqlTables
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6  # bump with a migration in _MIGRATIONS when a table changes
+SCHEMA_VERSION = 7  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N: statements, each run if its table
 # exists (a missing table is created whole, and current, from _SCHEMA).
 _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
@@ -40,6 +40,24 @@ _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
     5: (),
     # How far back the stored ledger reaches, so a wider window reads what it lacks.
     6: (("ledger_cursor", "ALTER TABLE ledger_cursor ADD COLUMN covers_since TEXT"),),
+    # Spend per day per currency (an account billed in EUR is not summed as dollars). The
+    # key changes, so spend_days is rebuilt, its rows taking their account's currency.
+    7: (
+        ("spend_days", "ALTER TABLE spend_days RENAME TO spend_days_v6"),
+        (
+            "spend_days",
+            "CREATE TABLE spend_days (account TEXT NOT NULL, day TEXT NOT NULL, "
+            "cents INTEGER NOT NULL, currency TEXT NOT NULL DEFAULT 'USD', "
+            "PRIMARY KEY (account, day, currency)) WITHOUT ROWID",
+        ),
+        (
+            "spend_days",
+            "INSERT INTO spend_days SELECT account, day, cents, COALESCE((SELECT currency "
+            "FROM ledger WHERE ledger.account = spend_days_v6.account ORDER BY key DESC "
+            "LIMIT 1), 'USD') FROM spend_days_v6",
+        ),
+        ("spend_days", "DROP TABLE spend_days_v6"),
+    ),
 }
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -140,7 +158,8 @@ CREATE TABLE IF NOT EXISTS spend_days (
     account TEXT NOT NULL,
     day TEXT NOT NULL,
     cents INTEGER NOT NULL,
-    PRIMARY KEY (account, day)
+    currency TEXT NOT NULL DEFAULT 'USD',
+    PRIMARY KEY (account, day, currency)
 ) WITHOUT ROWID;
 -- New items that matched an item rule, until the end of the check groups them into
 -- one message: durable, so a crash mid-backlog loses no per-item alert.
