@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -15,6 +17,30 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class ClockSteps:
+    """Notices the wall clock being stepped (NTP correcting a wrong clock, a VM resumed
+    or restored): since the last look it moved apart from the monotonic clock by more
+    than `tolerance`. Times written by the old clock (when to retry) are off by the step."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        monotonic: Callable[[], float] = time.monotonic,
+        tolerance: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._clock, self._monotonic, self._tolerance = clock, monotonic, tolerance
+        self._offset = self._read()
+
+    def _read(self) -> datetime:
+        return self._clock.now() - timedelta(seconds=self._monotonic())
+
+    def step(self) -> timedelta | None:
+        """How far the wall clock was stepped since the last call, if it was."""
+        offset = self._read()
+        moved, self._offset = offset - self._offset, offset
+        return moved if abs(moved) > self._tolerance else None
 
 
 def to_iso(moment: datetime) -> str:

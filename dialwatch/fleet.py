@@ -16,7 +16,7 @@ import structlog
 
 from dialwatch import __version__
 from dialwatch.alerting.routing import targets_for
-from dialwatch.clock import Clock, SystemClock
+from dialwatch.clock import Clock, ClockSteps, SystemClock
 from dialwatch.cluster.outage import StateHealth, state_alert
 from dialwatch.delivery.notifier import AppriseNotifier, Notifier
 from dialwatch.delivery.outbox import DeliveryReport, Unrecorded, deliver_due
@@ -29,6 +29,7 @@ from dialwatch.rules.loading import load_rules
 from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, RulesFile
 from dialwatch.settings import Settings
 from dialwatch.store import Fence, Store, open_copy, open_store, shown_location
+from dialwatch.units import format_duration
 from dialwatch.web.metrics import Metrics
 
 log = structlog.get_logger("dialwatch.fleet")
@@ -59,6 +60,27 @@ class Fleet:
     state: StateHealth = field(default_factory=StateHealth)
     lease_said: bool = False  # the first tick's leases are logged, even none
     unrecorded: Unrecorded = field(default_factory=Unrecorded)
+    # After a step of the wall clock, what is pending is retried at once (see watch_clock).
+    retry_pending: bool = False
+    clock_steps: ClockSteps = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock_steps = ClockSteps(self.clock)
+
+    def watch_clock(self) -> None:
+        """Called by the loops. After a step of the wall clock the pending notifications
+        are tried now: their retry times were set by the old clock, and a step back would
+        stall them (and their channel's later messages) by as much as the step."""
+        moved = self.clock_steps.step()
+        if moved is not None:
+            seconds = round(moved.total_seconds())  # the step, to the nearest second
+            log.warning(
+                "clock.stepped",
+                by=("-" if seconds < 0 else "+") + format_duration(timedelta(seconds=abs(seconds))),
+                then="pending notifications are tried now",
+            )
+            self.retry_pending = True
+            self.wake_delivery.set()
 
     def apply(self, rules: RulesFile) -> None:
         """Run `rules` from now on: new and changed accounts get new watchers, removed

@@ -92,6 +92,7 @@ async def _account_loop(fleet: Fleet, watcher: Watcher, halt: asyncio.Event) -> 
     step_s = watcher.interval.total_seconds()
     while not halt.is_set():
         started = loop.time()
+        fleet.watch_clock()
         watcher.health.loop_tick = watcher.clock.now()
         check = asyncio.create_task(run_cycle(watcher))
         await _until_done_or_stopped(check, halt, expected=(LeaseLost, StateUnavailable))
@@ -143,7 +144,11 @@ async def _delivery_loop(fleet: Fleet, stop: asyncio.Event) -> None:
     while not stop.is_set():
         fleet.wake_delivery.clear()
         wait = 30.0
+        fleet.watch_clock()
         try:
+            if fleet.retry_pending:
+                await fleet.store.retry_now(fleet.clock.now())
+                fleet.retry_pending = False
             delivery = await deliver_due(
                 fleet.store, fleet.notifier, fleet.clock.now(), fleet.unrecorded
             )

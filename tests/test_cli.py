@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,63 +153,6 @@ async def test_test_notify_reports_each_failed_channel(
     only = await dialwatch("test-notify", "oncall", env=env)
     assert only.code == 0
     assert only.out == "oncall: sent\n"
-
-
-def delivered(state: Path) -> int:
-    """How many notifications the state file records as delivered (read-only; none
-    while the service has not created the file or its tables yet)."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
-            query = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL"
-            return int(db.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-
-
-async def test_kill_9_after_the_send_was_recorded_sends_no_duplicate(
-    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver, smtp: SmtpServer
-) -> None:
-    """Killed once both sends are recorded as delivered: the restarted service keeps
-    them delivered and sends nothing again."""
-    dial.account.balance_cents = 4000
-    first = await start_service(env)
-    await wait_until(lambda: delivered(Path(env["DIALWATCH_STATE"])) == 2)
-    first.kill()
-    await first.wait()
-
-    second = await start_service(env)
-    seen = len(dial.requests)
-    await wait_until(lambda: len(dial.requests) >= seen + 3)  # three checks after restart
-    second.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(second.wait(), 10) == 0
-
-    assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
-    assert len(smtp.messages) == 1
-
-
-async def test_kill_9_between_the_send_and_its_record_repeats_that_message_once(
-    env: dict[str, str], dial: DialSimulator, webhook: WebhookReceiver
-) -> None:
-    """Killed while the webhook holds the message and before it answers (sent, not yet
-    recorded): the restarted service sends it again, once: at least once, at most one
-    duplicate per message in flight, as the README promises."""
-    dial.account.balance_cents = 4000
-    first = await start_service(env)
-    webhook.on_receive = lambda _: first.kill()
-    await first.wait()
-    webhook.on_receive = None
-    assert len(webhook.received) == 1
-
-    second = await start_service(env)
-    await wait_until(lambda: len(webhook.received) == 2)
-    seen = len(dial.requests)
-    await wait_until(lambda: len(dial.requests) >= seen + 3)  # three checks after restart
-    second.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(second.wait(), 10) == 0
-    assert webhook.titles == [
-        "[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00",
-        "[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00",
-    ]
 
 
 async def test_sigterm_stops_the_service_cleanly_and_quickly(

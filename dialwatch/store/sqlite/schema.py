@@ -192,6 +192,8 @@ _UNAVAILABLE = {
     sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
     sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PROTOCOL,
 }  # fmt: skip
+# A file whose pages are broken: retrying cannot help, a person must restore or move it.
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 # The database's clock, in microseconds since the epoch.
 NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
@@ -239,12 +241,17 @@ class Database(SqlTables):
                     _migrate(db, _MIGRATIONS[step])
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # Broken pages are found now, at start, rather than by a check hours later.
+            problems = [p for (p,) in db.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise ConfigError(f"{self._path}: {_damaged('; '.join(problems))}")
         except sqlite3.DatabaseError as exc:
             db.close()
-            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in (
-                _UNAVAILABLE
-            ):
+            code = _code(exc)
+            if isinstance(exc, sqlite3.OperationalError) and code in _UNAVAILABLE:
                 raise StateUnavailable(f"{self._path}: {exc}") from exc
+            if code == sqlite3.SQLITE_CORRUPT:
+                raise ConfigError(f"{self._path}: {_damaged(str(exc))}") from exc
             raise ConfigError(
                 f"{self._path}: not a dialwatch state file ({exc}); point DIALWATCH_STATE at "
                 "the right file, or move this one away to start afresh"
@@ -261,17 +268,21 @@ class Database(SqlTables):
         self._thread.shutdown(wait=True)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` with the connection, on its thread. A locked, full or failing
-        disk is StateUnavailable (nothing of `work` committed); anything else is a bug."""
+        """Run `work` with the connection, on its thread. A locked, full, failing or
+        damaged file is StateUnavailable (nothing of `work` committed), so the outage is
+        reported like any other; anything else is a bug."""
         db = self._db
         if db is None:
             raise RuntimeError("the state store is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in _UNAVAILABLE:
-                raise
-            raise StateUnavailable(f"{self._path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            code = _code(exc)
+            if code in _DAMAGED:
+                raise StateUnavailable(f"{self._path}: {_damaged(str(exc))}") from exc
+            if isinstance(exc, sqlite3.OperationalError) and code in _UNAVAILABLE:
+                raise StateUnavailable(f"{self._path}: {exc}") from exc
+            raise
 
     async def _all(self, sql: str, params: Any = ()) -> list[Row]:
         return await self._run(lambda db: db.execute(sql, params).fetchall())
@@ -311,6 +322,19 @@ class Database(SqlTables):
         copied = type(self)(":memory:", self.replica)
         copied._db = await self._run(copy)
         return copied
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (None for errors of the Python module)."""
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def _damaged(problem: str) -> str:
+    return (
+        f"the state file is damaged ({problem}); restore it from a backup, or move it away "
+        "to start afresh"
+    )
 
 
 def _migrate(db: sqlite3.Connection, steps: tuple[tuple[str, str], ...]) -> None:
