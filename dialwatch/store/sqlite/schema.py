@@ -47,14 +47,15 @@ _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
         (
             "spend_days",
             "CREATE TABLE spend_days (account TEXT NOT NULL, day TEXT NOT NULL, "
-            "cents INTEGER NOT NULL, currency TEXT NOT NULL DEFAULT 'USD', "
+            "currency TEXT NOT NULL DEFAULT 'USD', cents INTEGER NOT NULL, "
             "PRIMARY KEY (account, day, currency)) WITHOUT ROWID",
         ),
         (
             "spend_days",
-            "INSERT INTO spend_days SELECT account, day, cents, COALESCE((SELECT currency "
-            "FROM ledger WHERE ledger.account = spend_days_v6.account ORDER BY key DESC "
-            "LIMIT 1), 'USD') FROM spend_days_v6",
+            "INSERT INTO spend_days (account, day, currency, cents) SELECT account, day, "
+            "COALESCE((SELECT currency FROM ledger WHERE ledger.account = "
+            "spend_days_v6.account ORDER BY key DESC LIMIT 1), 'USD'), cents "
+            "FROM spend_days_v6",
         ),
         ("spend_days", "DROP TABLE spend_days_v6"),
     ),
@@ -157,8 +158,10 @@ CREATE TABLE IF NOT EXISTS balance_history (
 CREATE TABLE IF NOT EXISTS spend_days (
     account TEXT NOT NULL,
     day TEXT NOT NULL,
-    cents INTEGER NOT NULL,
+    -- The key's columns before the others: SQLite 3.40's integrity check wrongly
+    -- reports "NULL value in spend_days.cents" when a key column follows a NOT NULL one.
     currency TEXT NOT NULL DEFAULT 'USD',
+    cents INTEGER NOT NULL,
     PRIMARY KEY (account, day, currency)
 ) WITHOUT ROWID;
 -- New items that matched an item rule, until the end of the check groups them into
