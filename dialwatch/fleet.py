@@ -154,16 +154,18 @@ class Fleet:
         ttl = self.settings.lease_ttl.total_seconds()
         return max(0.5, min([ttl / 3, *intervals]))
 
-    def state_ok(self) -> None:
-        if self.state.recovered(self.clock.now()) and self.state.alerted:
+    def state_ok(self, source: str) -> None:
+        """A call of `source` (a loop: "leases", "delivery", "check:<account>") was
+        served, or that loop stopped."""
+        if self.state.recovered(self.clock.now(), source) and self.state.alerted:
             self.state.alerted = False
             asyncio.get_running_loop().create_task(self._state_alert(firing=False))
 
-    async def state_down(self, error: DialwatchError) -> None:
-        """The store cannot be reached: say so once, and after `unhealthy_after` alert
-        directly (the outbox is in the store), once per outage."""
+    async def state_down(self, error: DialwatchError, source: str) -> None:
+        """The store failed a call of `source`: say so once, and after `unhealthy_after`
+        alert directly (the outbox is in the store), once per outage."""
         now = self.clock.now()
-        self.state.failed(now, str(error), self.settings.replica)
+        self.state.failed(now, str(error), self.settings.replica, source)
         if (
             not self.state.alerted
             and self.state.down_for(now) >= self.rules.defaults.unhealthy_after

@@ -74,12 +74,12 @@ async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) ->
         try:
             share = await keeper.tick(list(fleet.watchers))
             renewed_at = loop.time()
-            fleet.state_ok()
+            fleet.state_ok("leases")
             await fleet.stop_checking(share.surplus)
             await keeper.give_back(share.surplus)
             fleet.hold(share.held)
         except StateUnavailable as exc:
-            await fleet.state_down(exc)
+            await fleet.state_down(exc, "leases")
             if renewed_at is not None and loop.time() - renewed_at >= ttl_s:
                 # Unrenewed leases have expired: other replicas may hold them now.
                 fleet.hold({})
@@ -88,6 +88,16 @@ async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) ->
 
 
 async def _account_loop(fleet: Fleet, watcher: Watcher, halt: asyncio.Event) -> None:
+    source = f"check:{watcher.account}"  # how this loop reports the store's health
+    try:
+        await _check_until_halted(fleet, watcher, halt, source)
+    finally:
+        fleet.state_ok(source)  # a loop that stopped no longer holds an outage open
+
+
+async def _check_until_halted(
+    fleet: Fleet, watcher: Watcher, halt: asyncio.Event, source: str
+) -> None:
     loop = asyncio.get_running_loop()
     step_s = watcher.interval.total_seconds()
     while not halt.is_set():
@@ -101,9 +111,9 @@ async def _account_loop(fleet: Fleet, watcher: Watcher, halt: asyncio.Event) -> 
             fleet.lose(watcher.account)
             return
         if not check.cancelled() and isinstance(error, StateUnavailable):
-            await fleet.state_down(error)
+            await fleet.state_down(error, source)
         elif not check.cancelled() and error is None:
-            fleet.state_ok()
+            fleet.state_ok(source)
         # Drift-free: the next check starts `interval` after this one started.
         wait = max(0.0, step_s - (loop.time() - started))
         with contextlib.suppress(TimeoutError):
@@ -154,11 +164,11 @@ async def _delivery_loop(fleet: Fleet, stop: asyncio.Event) -> None:
             )
             fleet.metrics.observe_delivery(delivery)
             next_at = await fleet.store.next_attempt_at()
-            fleet.state_ok()
+            fleet.state_ok("delivery")
             if next_at is not None:
                 wait = min(wait, max(0.2, (next_at - fleet.clock.now()).total_seconds()))
         except StateUnavailable as exc:
-            await fleet.state_down(exc)
+            await fleet.state_down(exc, "delivery")
             wait = fleet.lease_tick()
         except Exception:  # one bad send must not end delivery for good
             log.exception("notify.loop_error")

@@ -19,12 +19,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 import pytest
 
+from dialwatch.cluster.outage import StateHealth
 from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY
 from tests.servers import WebhookReceiver, free_port
@@ -333,6 +335,22 @@ async def test_a_kill_9_at_any_step_of_a_delivery_loses_nothing(
     assert outbox(state, "delivered_at IS NOT NULL") == [1]
 
 
+def test_an_outage_of_the_state_ends_when_no_loop_fails_not_when_one_succeeds(
+    log_lines: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """A store that serves some calls and not others (a damaged page, room for small
+    writes only) is one outage: leases renewing while deliveries fail does not end it."""
+    health, now = StateHealth(), datetime(2026, 11, 21, 12, tzinfo=UTC)
+    health.failed(now, "damaged", "r1", "delivery")
+    health.failed(now, "damaged", "r1", "check:dial")
+    assert not health.recovered(now, "leases")
+    assert not health.recovered(now, "delivery")
+    health.failed(now, "damaged", "r1", "delivery")
+    assert not health.recovered(now, "check:dial")
+    assert health.recovered(now + timedelta(minutes=3), "delivery")
+    assert [e["event"] for e in log_lines()] == ["state.unavailable", "state.available"]
+
+
 # -- a damaged state file ---------------------------------------------------------------
 
 
@@ -371,6 +389,8 @@ async def test_a_state_file_damaged_while_running_is_reported_and_refused_at_sta
                    "VALUES ('x', NULL, '2000-01-01T00:00:00.000000Z', 'x', '2000-01-01T00:00:00.000000Z')")  # fmt: skip
     dial.account.balance_cents = 500
     await until(lambda: any("dialwatch-unhealthy" in t for t in webhook.titles))
+    await checks(dial, 2)  # leases still renew (their pages are whole): one outage all along
+    assert not service.logged("state.available")
     (outage,) = service.logged("state.unavailable")
     assert "the state file is damaged (database disk image is malformed)" in outage["error"]
     assert "restore it from a backup" in outage["error"]

@@ -4,7 +4,7 @@ alerts normally go through is in the store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -17,19 +17,28 @@ log = structlog.get_logger("dialwatch.state")
 
 @dataclass
 class StateHealth:
+    """Whether the store serves this replica. Each loop (the leases, delivery, each
+    account's checks) reports its own calls: the outage ends when none of them fails,
+    not when one succeeds, so a store that serves some calls and not others (a damaged
+    page, a disk with room for small writes only) is one outage, not a flapping one."""
+
     since: datetime | None = None  # when the current outage began; None: reachable
     error: str | None = None
     alerted: bool = False  # the direct alert went out during this outage
+    failing: set[str] = field(default_factory=set)  # the loops whose last call failed
 
-    def failed(self, now: datetime, error: str, replica: str) -> None:
+    def failed(self, now: datetime, error: str, replica: str, source: str) -> None:
+        self.failing.add(source)
         if self.since is None:
             self.since = now
             log.error("state.unavailable", error=error, replica=replica, retry="with backoff")
         self.error = error
 
-    def recovered(self, now: datetime) -> bool:
-        """Back after an outage (logged once); True if there was one."""
-        if self.since is None:
+    def recovered(self, now: datetime, source: str) -> bool:
+        """`source` was served (or stopped asking). True when that ends the outage
+        (logged once)."""
+        self.failing.discard(source)
+        if self.since is None or self.failing:
             return False
         log.info("state.available", down_for=format_duration(now - self.since))
         self.since, self.error = None, None
