@@ -22,8 +22,8 @@ from dialwatch.simulators.mifumo import MifumoSimulator
 from dialwatch.store.sql import TABLES
 from dialwatch.web.status_page import render_status_page
 from tests.conftest import API_KEY, START, MakeFleet
+from tests.processes import wait_until
 from tests.servers import WebhookReceiver
-from tests.test_cli import wait_until
 
 SECOND_DIAL_KEY = "sk_live_SECOND0123456789abcdefSECRET"
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -16,17 +14,11 @@ import pytest
 
 from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY, RULES
-from tests.servers import SmtpServer, WebhookReceiver, free_port
+from tests.processes import dialwatch, service_env, wait_until
+from tests.servers import SmtpServer, WebhookReceiver
 
 CASES = Path(__file__).parent / "config_cases"
 SMTP_PASSWORD = "hunter2-SMTP-PASSWORD"
-
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -35,32 +27,7 @@ def env(
 ) -> dict[str, str]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.format(webhook=webhook.url, smtp=smtp.url))
-    return {
-        "PATH": os.environ["PATH"],
-        "DIALWATCH_API_KEY": API_KEY,
-        "DIALWATCH_BASE_URL": dial.base_url,
-        "DIALWATCH_RULES": str(rules),
-        "DIALWATCH_STATE": str(tmp_path / "state.db"),
-        "DIALWATCH_INTERVAL": "1s",
-        "DIALWATCH_LOG_FORMAT": "json",
-        "DIALWATCH_LISTEN": f"127.0.0.1:{free_port()}",
-    }
-
-
-async def dialwatch(*args: str, env: dict[str, str], cwd: Path | None = None) -> Ran:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dialwatch",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
+    return service_env(dial.base_url, rules, tmp_path / "state.db")
 
 
 async def start_service(
@@ -70,13 +37,6 @@ async def start_service(
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dialwatch", "run", env=env, stdout=output, stderr=output
     )
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    """Wait for another process to do something observable (never to pass time)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
 
 
 async def test_check_exit_codes_follow_what_is_firing(

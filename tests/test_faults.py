@@ -12,12 +12,11 @@ import contextlib
 import errno
 import glob
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +27,8 @@ import pytest
 
 from dialwatch.cluster.outage import StateHealth
 from dialwatch.simulators.dial import DialSimulator
-from tests.conftest import API_KEY
-from tests.servers import WebhookReceiver, free_port
+from tests.processes import dialwatch, service_env, wait_until
+from tests.servers import WebhookReceiver
 
 RULES = """
 channels:
@@ -99,11 +98,9 @@ class Service:
         await self.reader
 
 
-async def until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    """Wait for another process to do something observable (never to pass time)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
+def until(condition: Callable[[], bool]) -> Coroutine[Any, Any, None]:
+    """wait_until with room for the faults' own waits (a 5 s lock timeout, 2 s to unhealthy)."""
+    return wait_until(condition, timeout=30)
 
 
 async def checks(dial: DialSimulator, count: int) -> None:
@@ -141,16 +138,7 @@ def disk(tmp_path: Path) -> Iterator[Path]:
 def env(disk: Path, dial: DialSimulator, webhook: WebhookReceiver) -> dict[str, str]:
     rules = disk.parent / "rules.yaml"
     rules.write_text(RULES.format(webhook=webhook.url))
-    return {
-        "PATH": os.environ["PATH"],
-        "DIALWATCH_API_KEY": API_KEY,
-        "DIALWATCH_BASE_URL": dial.base_url,
-        "DIALWATCH_RULES": str(rules),
-        "DIALWATCH_STATE": str(disk / "state.db"),
-        "DIALWATCH_INTERVAL": "1s",
-        "DIALWATCH_LOG_FORMAT": "json",
-        "DIALWATCH_LISTEN": f"127.0.0.1:{free_port()}",
-    }
+    return service_env(dial.base_url, rules, disk / "state.db")
 
 
 @pytest.fixture
@@ -398,14 +386,10 @@ async def test_a_state_file_damaged_while_running_is_reported_and_refused_at_sta
     await service.stop()
 
     for command in ("run", "check"):
-        ran = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dialwatch", command, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await asyncio.wait_for(ran.communicate(), 60)
-        assert ran.returncode == 2, (command, err)
-        assert f"{state}: the state file is damaged" in err.decode()
-        assert "Traceback" not in (out + err).decode()
+        ran = await dialwatch(command, env=env)
+        assert ran.code == 2, (command, ran.err)
+        assert f"{state}: the state file is damaged" in ran.err
+        assert "Traceback" not in ran.out + ran.err
 
 
 # -- the wall clock stepped back and forward ---------------------------------------------

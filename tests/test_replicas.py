@@ -21,8 +21,8 @@ import pytest
 from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY
 from tests.postgres import PASSWORD_MARK
+from tests.processes import dialwatch, wait_until
 from tests.servers import SmtpServer, WebhookReceiver, free_port
-from tests.test_cli import dialwatch, wait_until
 
 LOW = "[WARNING] {account} / wallet-low: wallet balance $40.00 is below $50.00"
 RESOLVED = "[RESOLVED] {account} / wallet-low: wallet balance $235.00 is back above $50.00"
