@@ -16,8 +16,8 @@ import structlog
 
 from dialwatch import __version__
 from dialwatch.clock import SystemClock
-from dialwatch.delivery.messages import Message
-from dialwatch.delivery.notifier import AppriseNotifier
+from dialwatch.delivery.messages import Message, Part
+from dialwatch.delivery.notifier import ChannelNotifier
 from dialwatch.errors import ConfigError, DialwatchError, StateUnavailable
 from dialwatch.fleet import check_once, open_fleet, reload_rules
 from dialwatch.logs import REDACTOR, configure_logging
@@ -340,7 +340,7 @@ async def _test_notify(rules: RulesFile, names: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
-    notifier = AppriseNotifier(rules.channels)
+    notifier = ChannelNotifier(rules.channels, SystemClock())
     message = Message(
         "dialwatch test notification",
         "This is a test from `dialwatch test-notify`: this channel is set up correctly.",
@@ -348,7 +348,7 @@ async def _test_notify(rules: RulesFile, names: list[str]) -> int:
     )
     failed = []
     for name in names or notifier.channels:
-        error = await notifier.send(name, message)
+        error = await notifier.send(name, message, (Part("dialwatch-test", "first", message),))
         if error is None:
             print(f"{name}: sent")
         else:

@@ -18,7 +18,9 @@ from dialwatch import __version__
 from dialwatch.alerting.routing import targets_for
 from dialwatch.clock import Clock, ClockSteps, SystemClock
 from dialwatch.cluster.outage import StateHealth, state_alert
-from dialwatch.delivery.notifier import AppriseNotifier, Notifier
+from dialwatch.delivery.alertmanager import DIRECT_REPOST
+from dialwatch.delivery.messages import Part
+from dialwatch.delivery.notifier import ChannelNotifier, Notifier
 from dialwatch.delivery.outbox import DeliveryReport, Unrecorded, deliver_due
 from dialwatch.errors import ConfigError, DialwatchError
 from dialwatch.logs import REDACTOR
@@ -26,7 +28,7 @@ from dialwatch.pipeline.cycle import UNHEALTHY_ALERT, CycleReport, Watcher, run_
 from dialwatch.providers import DEFAULT_PROVIDER, open_provider
 from dialwatch.providers.http import Sleep
 from dialwatch.rules.loading import load_rules
-from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, RulesFile
+from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, AlertmanagerChannel, RulesFile
 from dialwatch.settings import Settings
 from dialwatch.store import Fence, Store, open_copy, open_store, shown_location
 from dialwatch.units import format_duration
@@ -87,7 +89,7 @@ class Fleet:
         ones stop; the account loops follow at once (see `run_service`)."""
         accounts = {a.name: a for a in accounts_of(rules, self.settings)}
         self.rules = rules
-        if isinstance(self.notifier, AppriseNotifier):
+        if isinstance(self.notifier, ChannelNotifier):
             self.notifier = self.notifier.with_channels(rules.channels)
         for name in list(self.watchers):
             if accounts.get(name) != self.accounts.get(name):
@@ -157,7 +159,10 @@ class Fleet:
     def state_ok(self, source: str) -> None:
         """A call of `source` (a loop: "leases", "delivery", "check:<account>") was
         served, or that loop stopped."""
-        if self.state.recovered(self.clock.now(), source) and self.state.alerted:
+        if not self.state.recovered(self.clock.now(), source):
+            return
+        self.metrics.observe_state(up=True)
+        if self.state.alerted:
             self.state.alerted = False
             asyncio.get_running_loop().create_task(self._state_alert(firing=False))
 
@@ -166,21 +171,30 @@ class Fleet:
         alert directly (the outbox is in the store), once per outage."""
         now = self.clock.now()
         self.state.failed(now, str(error), self.settings.replica, source)
+        self.metrics.observe_state(up=False)
         if (
             not self.state.alerted
             and self.state.down_for(now) >= self.rules.defaults.unhealthy_after
         ):
-            self.state.alerted = True
+            self.state.alerted, self.state.posted_at = True, now
             await self._state_alert(firing=True)
+        elif self.state.alerted and now - (self.state.posted_at or now) >= DIRECT_REPOST:
+            # Alertmanager resolves an alert that is not posted again: keep it alive.
+            self.state.posted_at = now
+            await self._state_alert(firing=True, alertmanager_only=True)
 
-    async def _state_alert(self, *, firing: bool) -> None:
+    async def _state_alert(self, *, firing: bool, alertmanager_only: bool = False) -> None:
         where = shown_location(self.settings.state.get_secret_value())
         message = state_alert(
             self.settings.replica, where, firing, self.state.since, self.clock.now()
         )
+        parts = (Part(UNHEALTHY_ALERT, "first" if firing else "resolved", message),)
         channels = targets_for(self.rules, UNHEALTHY_ALERT, "watcher_unhealthy", "critical", "", "")
         for target in channels:
-            error = await self.notifier.send(target.channel, message)
+            kind = self.rules.channels.get(target.channel)
+            if alertmanager_only and not isinstance(kind, AlertmanagerChannel):
+                continue
+            error = await self.notifier.send(target.channel, message, parts)
             if error is None:
                 log.info("notify.sent", channel=target.channel, alert=UNHEALTHY_ALERT, direct=True)
             else:
@@ -289,6 +303,7 @@ async def open_fleet(
     store and apprise. `interval` overrides every account's (the demo's quick pace);
     `copy` works on a private copy of the state in memory (a dry run)."""
     accounts_of(rules, settings)  # fails before anything is opened
+    clock = clock or SystemClock()
     opened = open_copy if copy else open_store
     store = await opened(settings.state.get_secret_value(), settings.replica)
     metrics = Metrics()
@@ -310,6 +325,7 @@ async def open_fleet(
                     clock=fleet.clock,
                     interval=interval or account.interval or settings.interval,
                     outbox_expiry=settings.outbox_expiry,
+                    status_page=settings.external_url,
                     ledger_overlap=settings.ledger_overlap,
                     wake_delivery=wake,
                     metrics=metrics,
@@ -318,8 +334,8 @@ async def open_fleet(
             fleet = Fleet(
                 rules=rules,
                 store=store,
-                notifier=notifier or AppriseNotifier(rules.channels),
-                clock=clock or SystemClock(),
+                notifier=notifier or ChannelNotifier(rules.channels, clock),
+                clock=clock,
                 metrics=metrics,
                 build=build,
                 settings=settings,

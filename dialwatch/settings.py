@@ -66,7 +66,7 @@ def check_base_url(value: str) -> str:
     url = URL(value)
     if url.scheme == "https" and url.host:
         return value.rstrip("/")
-    if url.scheme == "http" and url.host and _is_loopback(url.host):
+    if url.scheme == "http" and url.host and is_loopback(url.host):
         return value.rstrip("/")
     if url.scheme == "http":
         raise ValueError(
@@ -76,7 +76,7 @@ def check_base_url(value: str) -> str:
     raise ValueError("must be an https:// URL, e.g. https://getdial.ai")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -108,11 +108,25 @@ class Settings(BaseSettings):
     listen: str = "0.0.0.0:9090"
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Where users reach this service's status page (Alertmanager's generatorURL links).
+    external_url: str | None = None
 
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
         return check_base_url(value)
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = URL(value.strip())
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(
+                "must be the status page's address, e.g. https://dialwatch.example.com"
+            )
+        return str(url).rstrip("/")
 
     @field_validator("listen")
     @classmethod

@@ -4,11 +4,17 @@ end, and waiting for what another process does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import signal
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from tests.conftest import API_KEY
 from tests.servers import free_port
@@ -57,3 +63,57 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.05)
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    """wait_until for a condition that asks another process (over HTTP, say)."""
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class Service:
+    """One `dialwatch run` process and the JSON log lines it has written so far."""
+
+    process: asyncio.subprocess.Process
+    listen: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, env: dict[str, str]) -> Service:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dialwatch", "run", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        service = cls(process, env["DIALWATCH_LISTEN"])
+        service.reader = asyncio.create_task(service._read())
+        return service
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            with contextlib.suppress(ValueError):
+                self.events.append(json.loads(line))
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == event]
+
+    async def readyz(self) -> int:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{self.listen}/readyz") as response,
+        ):
+            return response.status
+
+    async def kill(self) -> None:
+        self.process.kill()
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM; the service must exit 0 (a clean stop) whatever it went through."""
+        self.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(self.process.wait(), 15) == 0
+        assert self.reader is not None
+        await self.reader

@@ -195,6 +195,35 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             "rules[0].title",
             "template error: integer division or modulo by zero",
         ),
+        (
+            "alertmanager_misspelt",
+            4,
+            5,
+            "channels.am.bearer_tokn",
+            "unknown key; did you mean 'bearer_token'? valid keys here: alertmanager, basic_auth",
+        ),
+        (
+            "alertmanager_credentials_in_clear",
+            2,
+            3,
+            "channels.am",
+            "http://am-2.example.com:9093: credentials over plain http:// would cross the "
+            "network in clear text; use https://",
+        ),
+        (
+            "alertmanager_reserved_label",
+            2,
+            3,
+            "channels.am",
+            "labels: severity is set by dialwatch on every alert; choose another label name",
+        ),
+        (
+            "alertmanager_digest",
+            11,
+            23,
+            "digest[0].notify[1]",
+            "'am' is an Alertmanager channel, which takes alerts, not digests",
+        ),
     ],
 )
 def test_rejected_rules_file_names_file_line_column_and_key(

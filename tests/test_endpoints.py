@@ -85,7 +85,7 @@ async def test_metrics_expose_balance_checks_notifications_and_alerts(
         'dialwatch_notifications_pending{channel="oncall"} 0.0',
         'dialwatch_alert_state{account="dial",rule="wallet-low",state="firing"} 1.0',
         'dialwatch_alert_state{account="dial",rule="wallet-critical",state="inactive"} 1.0',
-        'dialwatch_api_request_seconds_count{path="/api/v1/billing"} 5.0',
+        'dialwatch_api_request_duration_seconds_count{path="/api/v1/billing"} 5.0',
     ]:
         assert line in text.splitlines(), line
     assert API_KEY not in text

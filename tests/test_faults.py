@@ -11,23 +11,19 @@ import asyncio
 import contextlib
 import errno
 import glob
-import json
-import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
 import pytest
 
 from dialwatch.cluster.outage import StateHealth
 from dialwatch.simulators.dial import DialSimulator
-from tests.processes import dialwatch, service_env, wait_until
+from tests.processes import Service, dialwatch, service_env, wait_until
 from tests.servers import WebhookReceiver
 
 RULES = """
@@ -49,53 +45,6 @@ rules:
     kind: subscription_cancelling
 """
 LOW = "[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"
-
-
-@dataclass
-class Service:
-    """One `dialwatch run` process and the JSON log lines it has written so far."""
-
-    process: asyncio.subprocess.Process
-    listen: str
-    events: list[dict[str, Any]] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, env: dict[str, str]) -> Service:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dialwatch", "run", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        service = cls(process, env["DIALWATCH_LISTEN"])
-        service.reader = asyncio.create_task(service._read())
-        return service
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            with contextlib.suppress(ValueError):
-                self.events.append(json.loads(line))
-
-    def logged(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == event]
-
-    async def readyz(self) -> int:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://{self.listen}/readyz") as response,
-        ):
-            return response.status
-
-    async def kill(self) -> None:
-        self.process.kill()
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        """SIGTERM; the service must exit 0 (a clean stop) whatever it went through."""
-        self.process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(self.process.wait(), 15) == 0
-        assert self.reader is not None
-        await self.reader
 
 
 def until(condition: Callable[[], bool]) -> Coroutine[Any, Any, None]:

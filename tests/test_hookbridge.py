@@ -65,7 +65,7 @@ async def test_quota_rules_fire_as_the_month_fills_and_resolve_in_a_new_month(
     await h.check()
     assert len(webhook.alert_titles) == 4
     assert all(t.startswith("[RESOLVED] hooks / ") for t in webhook.alert_titles)
-    metrics = (await h.fleet.metrics.render(h.fleet.store, ["oncall"])).decode()
+    metrics = (await h.fleet.metrics.render(h.fleet.store, ["oncall"], h.clock.now())).decode()
     assert 'dialwatch_quota_used{account="hooks"} 10.0' in metrics
     assert 'dialwatch_quota_limit{account="hooks"} 5000.0' in metrics
 
@@ -81,7 +81,7 @@ async def test_unlimited_plan_never_fires(
 
     assert report.errors == []
     assert webhook.received == []
-    metrics = (await h.fleet.metrics.render(h.fleet.store, ["oncall"])).decode()
+    metrics = (await h.fleet.metrics.render(h.fleet.store, ["oncall"], h.clock.now())).decode()
     assert 'dialwatch_quota_used{account="hooks"} 9e+06' in metrics
     assert "dialwatch_quota_limit{" not in metrics  # unlimited
     assert {o.finding.summary for o in report.outcomes if o.spec.kind == "quota_above"} == {

@@ -137,6 +137,8 @@ async def test_container_image_builds_runs_as_non_root_and_alerts(
     name = f"dialwatch-test-{port}"
     await run(
         *podman, "run", "-d", "--name", name, "--network", "host", "--runtime", "runc",
+        # As deploy/kubernetes runs it: a read-only root, writing only /data and /tmp.
+        "--read-only",  # with podman's default tmpfs on /tmp, /var/tmp and /run
         "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1000:1000",
         "-e", f"DIALWATCH_API_KEY={API_KEY}", "-e", f"DIALWATCH_BASE_URL={dial.base_url}",
         "-e", f"DIALWATCH_LISTEN=127.0.0.1:{port}", "-e", "DIALWATCH_INTERVAL=1s",

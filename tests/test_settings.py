@@ -22,6 +22,7 @@ def test_settings_read_the_documented_variables(monkeypatch: pytest.MonkeyPatch)
         "DIALWATCH_STATE": "/data/dialwatch.db",
         "DIALWATCH_LOG_FORMAT": "json",
         "DIALWATCH_LOG_LEVEL": "DEBUG",
+        "DIALWATCH_EXTERNAL_URL": "https://dialwatch.example.com/status/",
     }.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -32,6 +33,7 @@ def test_settings_read_the_documented_variables(monkeypatch: pytest.MonkeyPatch)
     assert settings.interval == timedelta(minutes=1)
     assert settings.state.get_secret_value() == "/data/dialwatch.db"
     assert (settings.effective_log_format, settings.log_level) == ("json", "debug")
+    assert settings.external_url == "https://dialwatch.example.com/status"
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,7 @@ def test_settings_read_the_documented_variables(monkeypatch: pytest.MonkeyPatch)
         ("DIALWATCH_INTERVAL", "0.5", "must be at least 1s"),
         ("DIALWATCH_INTERVAL", "often", "is not a duration"),
         ("DIALWATCH_LOG_FORMAT", "xml", "Input should be 'json' or 'console'"),
+        ("DIALWATCH_EXTERNAL_URL", "dialwatch.example.com", "must be the status page's address"),
     ],
 )
 def test_invalid_settings_name_the_variable(

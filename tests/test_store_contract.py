@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 
 from dialwatch.alerting.lifecycle import AlertState, Status
 from dialwatch.cluster.leases import LeaseKeeper
-from dialwatch.delivery.messages import Message
+from dialwatch.delivery.messages import Message, Part
 from dialwatch.delivery.notifier import AppriseNotifier
 from dialwatch.delivery.outbox import OutboxEntry, Unrecorded, deliver_due
 from dialwatch.errors import ConfigError, LeaseLost, StateUnavailable
@@ -428,8 +428,8 @@ class FailingAfterSend:
     fault: StoreFault
     sends: int = 0
 
-    async def send(self, channel: str, message: Message) -> str | None:
-        error = await self.inner.send(channel, message)
+    async def send(self, channel: str, message: Message, parts: Sequence[Part] = ()) -> str | None:
+        error = await self.inner.send(channel, message, parts)
         self.sends += 1
         if self.sends == 1:
             self.fault.start()

@@ -25,6 +25,7 @@ class StateHealth:
     since: datetime | None = None  # when the current outage began; None: reachable
     error: str | None = None
     alerted: bool = False  # the direct alert went out during this outage
+    posted_at: datetime | None = None  # when it was last posted to Alertmanager channels
     failing: set[str] = field(default_factory=set)  # the loops whose last call failed
 
     def failed(self, now: datetime, error: str, replica: str, source: str) -> None:

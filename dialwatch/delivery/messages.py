@@ -22,6 +22,17 @@ class Message(NamedTuple):
     notify_type: str
 
 
+class Part(NamedTuple):
+    """One alert's message inside an outbox row (a group has several). `episode` names
+    the firing it is about (when it began), so a resolution is matched to the firing
+    it ends; None for events, and for parts written before episodes were kept."""
+
+    alert: str
+    decision: str
+    message: Message
+    episode: str | None = None
+
+
 def compose(
     account: str,
     spec: AlertSpec,

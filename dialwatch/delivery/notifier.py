@@ -7,38 +7,88 @@ provider's text (a description, a fare name) can become markup in someone's inbo
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import apprise
 
-from dialwatch.delivery.messages import Message
+from dialwatch.clock import Clock
+from dialwatch.delivery.alertmanager import AlertmanagerNotifier
+from dialwatch.delivery.messages import Message, Part
 from dialwatch.logs import REDACTOR
-from dialwatch.rules.schema import Channel
+from dialwatch.rules.schema import AlertmanagerChannel, AnyChannel, Channel
 
 
 class Notifier(Protocol):
-    async def send(self, channel: str, message: Message) -> str | None:
-        """Deliver `message`; None on success, else why it failed (no secrets)."""
+    async def send(self, channel: str, message: Message, parts: Sequence[Part] = ()) -> str | None:
+        """Deliver `message` (made of `parts`, when it comes from the outbox); None on
+        success, else why it failed (no secrets)."""
         ...
 
 
-class AppriseNotifier:
-    """One apprise object per channel, so each channel succeeds or fails on its own."""
+class ChannelNotifier:
+    """Every channel of a rules file: Alertmanager channels post to its API, the others
+    go through apprise."""
 
     def __init__(
         self,
-        channels: Mapping[str, Channel],
+        channels: Mapping[str, AnyChannel],
+        clock: Clock,
+        timeout: float = 30.0,
+        min_interval: float | None = None,
+    ) -> None:
+        self._all = dict(channels)
+        self._clock = clock
+        self._apprise = AppriseNotifier(channels, timeout, min_interval)
+        self._alertmanager = AlertmanagerNotifier(
+            {n: c for n, c in channels.items() if isinstance(c, AlertmanagerChannel)}, clock
+        )
+
+    def with_channels(self, channels: Mapping[str, AnyChannel]) -> ChannelNotifier:
+        """The same notifier for another set of channels (after a reload)."""
+        return ChannelNotifier(
+            channels, self._clock, self._apprise.timeout, self._apprise.min_interval
+        )
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels' names, as `send` takes them."""
+        return list(self._all)
+
+    async def send(self, channel: str, message: Message, parts: Sequence[Part] = ()) -> str | None:
+        """`channel` is a channel's name (to an Alertmanager channel: every URL of it),
+        or one URL's key of an Alertmanager channel, as the outbox queues them."""
+        spec = self._all.get(channel)
+        if isinstance(spec, AlertmanagerChannel):
+            errors = [
+                error
+                for key in spec.delivery_keys(channel)
+                if (error := await self._alertmanager.send(key, message, parts)) is not None
+            ]
+            return "; ".join(errors) or None
+        if self._alertmanager.handles(channel):
+            return await self._alertmanager.send(channel, message, parts)
+        return await self._apprise.send(channel, message, parts)
+
+
+class AppriseNotifier:
+    """One apprise object per channel, so each channel succeeds or fails on its own
+    (the apprise channels of those given)."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, AnyChannel],
         timeout: float = 30.0,
         min_interval: float | None = None,
     ) -> None:
         """`min_interval` overrides apprise's pause between two sends to one service
         (5.5 s for most); None keeps apprise's own, which protects chat rate limits."""
-        self._timeout = timeout
-        self._min_interval = min_interval
+        self.timeout = timeout
+        self.min_interval = min_interval
         self._channels: dict[str, apprise.Apprise] = {}
-        self._formats = {name: channel.body_format for name, channel in channels.items()}
-        for name, channel in channels.items():
+        apprise_channels = {n: c for n, c in channels.items() if isinstance(c, Channel)}
+        self._formats = {name: channel.body_format for name, channel in apprise_channels.items()}
+        for name, channel in apprise_channels.items():
             url = channel.url.get_secret_value()
             REDACTOR.add_url(url)
             target = apprise.Apprise()
@@ -48,15 +98,7 @@ class AppriseNotifier:
                     service.request_rate_per_sec = min_interval
             self._channels[name] = target
 
-    def with_channels(self, channels: Mapping[str, Channel]) -> AppriseNotifier:
-        """The same notifier for another set of channels (after a reload)."""
-        return AppriseNotifier(channels, self._timeout, self._min_interval)
-
-    @property
-    def channels(self) -> list[str]:
-        return list(self._channels)
-
-    async def send(self, channel: str, message: Message) -> str | None:
+    async def send(self, channel: str, message: Message, parts: Sequence[Part] = ()) -> str | None:
         target = self._channels.get(channel)
         if target is None:
             return f"no channel named {channel!r}"
@@ -70,7 +112,7 @@ class AppriseNotifier:
             title=trim(message.title, title_limit) if title_limit else message.title,
             notify_type=message.notify_type,
             body_format=body_format,
-            timeout=self._timeout,
+            timeout=self.timeout,
         )
         if result:
             return None

@@ -10,11 +10,11 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import structlog
 
-from dialwatch.delivery.messages import Message, combine
+from dialwatch.delivery.messages import Message, Part, combine
 from dialwatch.delivery.notifier import Notifier
 
 log = structlog.get_logger("dialwatch.outbox")
@@ -30,21 +30,11 @@ class OutboxEntry:
     message: Message
     hold_until: datetime | None = None  # quiet hours on this channel end then
     episode: datetime | None = None  # when the firing it is about began
+    grouped: bool = True  # joins other alerts' messages (group_wait); not for Alertmanager
 
     @property
     def part(self) -> Part:
         return Part(self.alert, self.decision, self.message, episode_key(self.episode))
-
-
-class Part(NamedTuple):
-    """One alert's message inside an outbox row (a group has several). `episode` names
-    the firing it is about (when it began), so a resolution is matched to the firing
-    it ends; None for events, and for parts written before episodes were kept."""
-
-    alert: str
-    decision: str
-    message: Message
-    episode: str | None = None
 
 
 def episode_key(began: datetime | None) -> str | None:
@@ -106,6 +96,8 @@ class OutboxStore(Protocol):
         ...
 
 
+# The decision of a post that keeps a firing alert alive in Alertmanager (each check).
+REFRESH = "refresh"
 FIRST_RETRY = timedelta(seconds=30)
 MAX_RETRY = timedelta(minutes=15)
 
@@ -116,7 +108,7 @@ async def _still_news(store: OutboxStore, row: OutboxRow) -> list[Part]:
     events (new ledger items), which stay news."""
 
     async def matters(part: Part) -> bool:
-        if part.decision in ("first", "repeat"):
+        if part.decision in ("first", "repeat", REFRESH):
             return await store.is_firing(part.alert)
         if part.decision == "resolved":
             return await store.was_announced(row.channel, part.alert, part.episode)
@@ -233,7 +225,7 @@ async def _deliver_rows(
                 title=row.message.title,
             )
             continue
-        error = await notifier.send(row.channel, row.message)
+        error = await notifier.send(row.channel, row.message, row.parts)
         if error is None:
             memo.sent[row.id] = now  # until it is marked: never sent twice by this process
             await store.mark_delivered(row.id, now)

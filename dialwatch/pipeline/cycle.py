@@ -22,8 +22,10 @@ from dialwatch.alerting.decide import decide_all
 from dialwatch.alerting.lifecycle import AlertState, Decision, Status
 from dialwatch.alerting.routing import Target
 from dialwatch.clock import Clock
+from dialwatch.delivery.alertmanager import INTERVALS_VALID
 from dialwatch.delivery.digest import history_needed as digest_history
 from dialwatch.delivery.notifier import Notifier
+from dialwatch.delivery.outbox import OutboxEntry
 from dialwatch.delivery.render import Outcome, render, to_outbox
 from dialwatch.errors import (
     AuthError,
@@ -65,7 +67,7 @@ class Health:
 class CycleObserver(Protocol):
     """Told the report of every check (the service's metrics)."""
 
-    def observe_cycle(self, report: CycleReport, account: str) -> None: ...
+    def observe_cycle(self, report: CycleReport, account: str, interval: float) -> None: ...
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Watcher:
     clock: Clock
     interval: timedelta = timedelta(seconds=60)
     outbox_expiry: timedelta = timedelta(hours=24)
+    status_page: str | None = None  # DIALWATCH_EXTERNAL_URL: Alertmanager's link back
     ledger_overlap: timedelta = timedelta(minutes=10)
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     health: Health = field(default_factory=Health)
@@ -111,6 +114,7 @@ class CycleReport:
     ledger: LedgerSync | None = None
     ledger_error: ProviderError | None = None
     spend: dict[str, Money] = field(default_factory=dict)  # per spend_above rule
+    queued: tuple[OutboxEntry, ...] = ()  # what the check wrote to the outbox
 
     @property
     def errors(self) -> list[ProviderError]:
@@ -142,7 +146,7 @@ async def run_cycle(watcher: Watcher) -> CycleReport:
         watcher.health.last_check = watcher.clock.now()  # even if recording it fails too
         watcher.health.last_error = f"{error.reason}: {error}"
         report = await _crashed(watcher, error)
-    if report.notifications:
+    if report.queued:
         watcher.wake_delivery.set()
     _record_health(watcher, report)
     return report
@@ -189,7 +193,7 @@ async def _cycle(w: Watcher) -> CycleReport:
     known = {r.name for r in active} | set(WATCHER_ALERTS)
     decided += await closed_alerts(store, rules.channels, states, known, account)
     # render
-    outcomes = [render(account, d, now) for d in decided]
+    outcomes = [render(account, provider, d, now) for d in decided]
     # events: new ledger items, digests
     if ledger is not None:
         outcomes += await item_events(store, rules, active, account, provider, silences)
@@ -198,12 +202,13 @@ async def _cycle(w: Watcher) -> CycleReport:
     digests, digests_sent = await digests_due(
         store, rules, account, REGISTRY[provider].has_money, now, ledger is not None, balance
     )
-    report = CycleReport(
-        now, snapshot, error, tuple(outcomes + digests), ledger, ledger_error, spend
-    )
+    # route
+    outcomes += digests
+    queued = _route(w, outcomes, now)
+    report = CycleReport(now, snapshot, error, tuple(outcomes), ledger, ledger_error, spend, queued)
     if not errors:
         bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
-    # route and commit to the outbox
+    # commit to the outbox
     await _commit(w, report, failing_since, digests_sent)
     return report
 
@@ -218,8 +223,8 @@ async def _crashed(w: Watcher, error: InternalError) -> CycleReport:
     evaluations = watcher_alerts(w.rules, account, provider, [error], failing_since, now)
     silences = await w.store.silences(now)
     decided = decide_all(evaluations, states, silences, w.rules.inhibit, account, now)
-    outcomes = tuple(render(account, d, now) for d in decided)
-    report = CycleReport(now, None, error, outcomes)
+    outcomes = [render(account, provider, d, now) for d in decided]
+    report = CycleReport(now, None, error, tuple(outcomes), queued=_route(w, outcomes, now))
     await _commit(w, report, failing_since, [])
     return report
 
@@ -230,15 +235,15 @@ async def _commit(
     failing_since: datetime | None,
     digests: list[tuple[str, datetime]],
 ) -> None:
-    """The commit stage: states, the outbox rows each message is routed to, the ledger
-    cursor, the balance and the history, in one transaction."""
+    """The commit stage: states, the outbox rows the messages were routed to, the
+    ledger cursor, the balance and the history, in one transaction."""
     outcomes, now = report.outcomes, report.now
     events = tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
     await w.store.commit_check(
         w.account,
         now,
         {o.spec.name: o.state for o in outcomes if o.decision is not Decision.EVENT},
-        to_outbox(w.account, outcomes, w.rules.channels, now),
+        report.queued,
         expires_at=now + w.outbox_expiry,
         balance=report.snapshot.balance if report.snapshot else None,
         ledger=report.ledger.checkpoint(events) if report.ledger else None,
@@ -250,6 +255,13 @@ async def _commit(
         digests=digests,
         fence=w.fence,
     )
+
+
+def _route(w: Watcher, outcomes: list[Outcome], now: datetime) -> tuple[OutboxEntry, ...]:
+    """The route stage: each message per channel it goes to, and each firing alert to
+    the Alertmanager channels that hear of it at every check."""
+    valid_for = INTERVALS_VALID * w.interval
+    return tuple(to_outbox(w.account, outcomes, w.rules.channels, now, valid_for, w.status_page))
 
 
 async def _read(
@@ -316,4 +328,4 @@ def _record_health(watcher: Watcher, report: CycleReport) -> None:
         health.last_success = report.now
         health.last_error = None
     if watcher.metrics is not None:
-        watcher.metrics.observe_cycle(report, watcher.account)
+        watcher.metrics.observe_cycle(report, watcher.account, watcher.interval.total_seconds())

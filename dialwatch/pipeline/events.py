@@ -43,6 +43,7 @@ async def item_events(
         outcomes.append(
             render_event(
                 account,
+                provider,
                 spec,
                 summary,
                 lines,

@@ -47,7 +47,7 @@ def cross_check(data: dict[Any, Any], source: Source, filename: str) -> list[Con
         if problem:
             add(("channels", name), problem)
         if isinstance(channel, dict):
-            for key in ("title", "body"):
+            for key in ("title", "body", "summary", "description"):
                 if isinstance(channel.get(key), str):
                     issue = template_problem(channel[key], None)
                     if issue:
@@ -74,6 +74,15 @@ def cross_check(data: dict[Any, Any], source: Source, filename: str) -> list[Con
     for index, digest in enumerate(digests if isinstance(digests, list) else []):
         if isinstance(digest, dict):
             check_notify(("digest", index, "notify"), digest.get("notify"))
+            notify = digest.get("notify")
+            for i, name in enumerate(notify if isinstance(notify, list) else []):
+                channel = channels.get(name) if isinstance(name, str) else None
+                if isinstance(channel, dict) and "alertmanager" in channel:
+                    add(
+                        ("digest", index, "notify", i),
+                        f"'{name}' is an Alertmanager channel, which takes alerts, not "
+                        "digests; send digests to a chat or email channel",
+                    )
     routes = data.get("routes")
     for index, route in enumerate(routes if isinstance(routes, list) else []):
         if isinstance(route, dict):

@@ -20,6 +20,7 @@ from dialwatch.errors import ConfigError, ConfigIssue
 from dialwatch.rules.checks import cross_check
 from dialwatch.rules.positions import Source, dotted, issue_at, locate
 from dialwatch.rules.schema import (
+    CHANNEL_KINDS,
     INHERITED,
     RULE_KINDS,
     Account,
@@ -31,7 +32,6 @@ from dialwatch.rules.schema import (
     Match,
     Route,
     RulesFile,
-    _RuleBase,
 )
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -155,7 +155,10 @@ def _issue_from_pydantic(err: Any, source: Source, filename: str) -> ConfigIssue
     loc = tuple(err["loc"])
     # A discriminated union puts the rule kind into the location: rules.0.balance_below.x
     if len(loc) >= 3 and loc[0] == "rules" and loc[2] in RULE_KINDS:
-        kind_model: type[_RuleBase] | None = RULE_KINDS[loc[2]]
+        kind_model: type[BaseModel] | None = RULE_KINDS[loc[2]]
+        loc = loc[:2] + loc[3:]
+    elif len(loc) >= 3 and loc[0] == "channels" and loc[2] in CHANNEL_KINDS:
+        kind_model = CHANNEL_KINDS[loc[2]]
         loc = loc[:2] + loc[3:]
     else:
         kind_model = None
@@ -165,7 +168,7 @@ def _issue_from_pydantic(err: Any, source: Source, filename: str) -> ConfigIssue
     return ConfigIssue(filename, line, col, dotted(loc), _explain(err, loc, kind_model))
 
 
-def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> str:
+def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[BaseModel] | None) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1], kind_model)
@@ -189,17 +192,17 @@ _ENTRIES: dict[str, type[BaseModel]] = {
 }  # fmt: skip
 
 
-def _valid_keys(parent: tuple[Any, ...], kind_model: type[_RuleBase] | None) -> list[str]:
+def _valid_keys(parent: tuple[Any, ...], kind_model: type[BaseModel] | None) -> list[str]:
     """The keys valid where an unknown one was found (under `parent`)."""
     model: type[BaseModel] = RulesFile
     if parent[:1] == ("rules",) and parent[-1:] == ("match",):
         model = Match
     elif parent[:1] in (("routes",), ("inhibit",)) and len(parent) == 3:
         model = AlertMatcher  # a route's match, an inhibit's source or target
+    elif kind_model is not None and len(parent) == 2:
+        model = kind_model  # a rule of that kind, a channel of that kind
     elif len(parent) == 2 and parent[0] in _ENTRIES:
         model = _ENTRIES[parent[0]]
-    elif kind_model is not None:
-        model = kind_model
     elif parent == ("defaults",):
         model = Defaults
     return [field.alias or name for name, field in model.model_fields.items()]

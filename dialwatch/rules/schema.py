@@ -6,6 +6,7 @@ positions is `loading.py`, the checks across the file are `checks.py`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,17 +15,20 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
     SecretStr,
     StringConstraints,
+    Tag,
     TypeAdapter,
     model_validator,
 )
+from yarl import URL
 
 from dialwatch.providers import DEFAULT_PROVIDER, REGISTRY
 from dialwatch.rules.time_intervals import TimeInterval
-from dialwatch.settings import check_base_url, check_interval
+from dialwatch.settings import check_base_url, check_interval, is_loopback
 from dialwatch.units import CREDITS, Money, minor_digits, parse_duration, parse_money
 
 Severity = Literal["info", "warning", "critical"]
@@ -384,14 +388,117 @@ class Channel(_Strict):
         return "text" if scheme in ("mailto", "mailtos") else "markdown"
 
 
+class BasicAuth(_Strict):
+    username: str
+    password: SecretStr
+
+
+class TLS(_Strict):
+    """How to trust an Alertmanager's certificate, and the client certificate to show."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+def _alertmanager_url(value: object) -> str:
+    url = URL(value) if isinstance(value, str) else None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("an Alertmanager URL looks like http://alertmanager:9093")
+    if url.user or url.password:
+        raise ValueError("put the credentials in basic_auth, not in the URL")
+    return str(value).rstrip("/")
+
+
+AlertmanagerURL = Annotated[str, PlainValidator(_alertmanager_url)]
+
+
+# The labels dialwatch puts on every alert it posts to Alertmanager.
+ALERTMANAGER_LABELS = ("alertname", "account", "provider", "kind", "severity", "event_at")
+
+
+class AlertmanagerChannel(_Strict):
+    """Alertmanager's API (v2) as a destination, as Prometheus posts to it: one URL, or
+    the URLs of an HA cluster (each is posted to, and retried, on its own)."""
+
+    alertmanager: Annotated[tuple[AlertmanagerURL, ...], BeforeValidator(_one_or_many)]
+    basic_auth: BasicAuth | None = None
+    bearer_token: SecretStr | None = None
+    tls: TLS = TLS()
+    labels: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    summary: str | None = None  # Jinja2 templates for the annotations
+    description: str | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _own_labels(self) -> AlertmanagerChannel:
+        taken = sorted(set(self.labels) & set(ALERTMANAGER_LABELS))
+        if taken:
+            raise ValueError(
+                f"labels: {', '.join(taken)} is set by dialwatch on every alert; "
+                "choose another label name"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _credentials_in_clear(self) -> AlertmanagerChannel:
+        if self.basic_auth is None and self.bearer_token is None:
+            return self
+        if not self.alertmanager:
+            raise ValueError("give at least one Alertmanager URL")
+        for value in self.alertmanager:
+            url = URL(value)
+            if url.scheme == "http" and not is_loopback(url.host or ""):
+                raise ValueError(
+                    f"{value}: credentials over plain http:// would cross the network in "
+                    "clear text; use https://"
+                )
+        return self
+
+    def delivery_keys(self, name: str) -> list[str]:
+        """The outbox channel of each URL: the channel's own name for one URL, else
+        `name#1`, `name#2`... so each URL keeps its own queue and retries."""
+        if len(self.alertmanager) == 1:
+            return [name]
+        return [f"{name}#{i}" for i in range(1, len(self.alertmanager) + 1)]
+
+
+def _channel_kind(value: object) -> str:
+    if isinstance(value, dict | AlertmanagerChannel) and (
+        isinstance(value, AlertmanagerChannel) or "alertmanager" in value
+    ):
+        return "alertmanager channel"
+    return "apprise channel"
+
+
 def _channel(value: object) -> object:
     return {"url": value} if isinstance(value, str) else value
+
+
+AnyChannel = Annotated[
+    Annotated[Channel, Tag("apprise channel")]
+    | Annotated[AlertmanagerChannel, Tag("alertmanager channel")],
+    Discriminator(_channel_kind),
+    BeforeValidator(_channel),
+]
+# The discriminator's tags, which pydantic puts into an error's location.
+CHANNEL_KINDS: dict[str, type[_Strict]] = {
+    "apprise channel": Channel,
+    "alertmanager channel": AlertmanagerChannel,
+}
+
+
+def delivery_keys(channels: Mapping[str, Channel | AlertmanagerChannel], name: str) -> list[str]:
+    """Where messages for channel `name` are queued: its name, or one per URL."""
+    channel = channels.get(name)
+    return channel.delivery_keys(name) if isinstance(channel, AlertmanagerChannel) else [name]
 
 
 class RulesFile(_Strict):
     """A validated rules file."""
 
-    channels: dict[Name, Annotated[Channel, BeforeValidator(_channel)]]
+    channels: dict[Name, AnyChannel]
     accounts: tuple[Account, ...] = ()  # none: one Dial account from DIALWATCH_API_KEY
     defaults: Defaults = Defaults()
     rules: tuple[Rule, ...] = ()

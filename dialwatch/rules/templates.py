@@ -14,8 +14,8 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 COMMON = (
-    "account", "rule", "kind", "severity", "decision", "summary", "since", "reminder",
-    "title", "body",
+    "account", "provider", "rule", "kind", "severity", "decision", "summary", "description",
+    "since", "reminder", "title", "body",
 )  # fmt: skip
 KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "balance_below": ("balance", "threshold", "resolves_at", "change"),

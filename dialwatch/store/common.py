@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 from dialwatch.alerting.lifecycle import AlertState, Status
 from dialwatch.alerting.silences import Silence
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
-from dialwatch.delivery.messages import Message
-from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.delivery.messages import Message, Part
+from dialwatch.delivery.outbox import REFRESH, OutboxRow
 from dialwatch.model import SPEND_TYPES
 from dialwatch.store.protocol import LedgerCursor
 from dialwatch.store.sql import (
@@ -207,7 +207,9 @@ class SqlTables(ABC):
 
     async def recent_notifications(self, limit: int) -> list[OutboxRow]:
         rows = await self._all(
-            f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE decision <> '{REFRESH}' "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
         )
         return [outbox_row(r) for r in rows]
 
@@ -216,6 +218,13 @@ class SqlTables(ABC):
             f"SELECT channel, COUNT(*) FROM outbox WHERE {UNDELIVERED} GROUP BY channel"
         )
         return dict(rows)
+
+    async def waiting_since_by_channel(self) -> dict[str, datetime]:
+        rows = await self._all(
+            f"SELECT channel, MIN(created_at) FROM outbox WHERE {UNDELIVERED} AND held = 0 "
+            "GROUP BY channel"
+        )
+        return {channel: from_iso(oldest) for channel, oldest in rows}
 
     async def pending_count(self) -> int:
         row = await self._one(f"SELECT COUNT(*) FROM outbox WHERE {UNDELIVERED}")

@@ -189,6 +189,11 @@ class Store(OutboxStore, Protocol):
 
     async def pending_by_channel(self) -> dict[str, int]: ...
 
+    async def waiting_since_by_channel(self) -> dict[str, datetime]:
+        """When each channel's oldest undelivered notification was written, of those
+        not held by quiet hours."""
+        ...
+
     async def pending_count(self) -> int: ...
 
     # The cluster: replicas, and a lease per account (times by the database's clock).

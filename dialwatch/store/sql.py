@@ -13,14 +13,15 @@ from typing import Any
 
 from dialwatch.alerting.lifecycle import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
-from dialwatch.delivery.messages import Message, combine
-from dialwatch.delivery.outbox import OutboxEntry, OutboxRow, Part
+from dialwatch.delivery.messages import Message, Part, combine
+from dialwatch.delivery.outbox import REFRESH, OutboxEntry, OutboxRow
 from dialwatch.model import SPEND_TYPES, LedgerItem, time_key
 from dialwatch.rules.schema import Match
 from dialwatch.store.protocol import LedgerCheckpoint
 from dialwatch.units import Money
 
 KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
+KEEP_REFRESHES = timedelta(hours=1)  # Alertmanager's posts of alerts still firing
 HISTORY_STEP_US = 15 * 60 * 1_000_000  # one balance point per 15 minutes
 HISTORY_KEPT = timedelta(days=8)
 CLAIM_TTL = timedelta(minutes=2)  # a channel's delivery claim outlasts a send (30 s)
@@ -105,12 +106,12 @@ def part_value(part: Part) -> list[str | None]:
 
 
 def new_parts(entries: list[Part], waiting_alerts: set[str]) -> list[list[str | None]]:
-    """A check's entries for one channel as stored parts; a reminder adds nothing while
-    an earlier message about the alert still waits."""
+    """A check's entries for one channel as stored parts; a reminder (or an Alertmanager
+    refresh) adds nothing while an earlier message about the alert still waits."""
     return [
         part_value(part)
         for part in entries
-        if not (part.decision == "repeat" and part.alert in waiting_alerts)
+        if not (part.decision in ("repeat", REFRESH) and part.alert in waiting_alerts)
     ]
 
 
@@ -303,6 +304,11 @@ def check_writes(
             f"DELETE FROM outbox WHERE created_at < ? AND NOT ({UNDELIVERED})",
             [(to_iso(now - KEEP_DELIVERED),)],
         ),
+        (
+            f"DELETE FROM outbox WHERE decision = '{REFRESH}' AND created_at < ? "
+            f"AND NOT ({UNDELIVERED})",
+            [(to_iso(now - KEEP_REFRESHES),)],
+        ),
     ]
     return batches
 
@@ -318,10 +324,14 @@ def _alert_row(account: str, rule: str, state: AlertState) -> tuple[object, ...]
     )
 
 
-def by_channel(entries: Iterable[OutboxEntry]) -> dict[tuple[str, datetime | None], list[Part]]:
+def by_channel(
+    entries: Iterable[OutboxEntry], group_wait: timedelta
+) -> dict[tuple[str, datetime | None, timedelta], list[Part]]:
     """A check's notifications as one message per channel, and per end of the quiet
-    hours that hold some back."""
-    groups: dict[tuple[str, datetime | None], list[Part]] = {}
+    hours that hold some back, with the time each waits for more (none where
+    Alertmanager groups)."""
+    groups: dict[tuple[str, datetime | None, timedelta], list[Part]] = {}
     for e in entries:
-        groups.setdefault((e.channel, e.hold_until), []).append(e.part)
+        wait = group_wait if e.grouped else timedelta(0)
+        groups.setdefault((e.channel, e.hold_until, wait), []).append(e.part)
     return groups

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dialwatch.pipeline.cycle import Watcher
+from dialwatch.rules.schema import delivery_keys
 from dialwatch.web.metrics import Metrics
 from dialwatch.web.status_page import render_status_page
 
@@ -97,7 +98,9 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     watchers = request.app[WATCHERS]()
-    body = await request.app[METRICS].render(watchers[0].store, list(watchers[0].rules.channels))
+    channels = watchers[0].rules.channels
+    keys = [key for name in channels for key in delivery_keys(channels, name)]
+    body = await request.app[METRICS].render(watchers[0].store, keys, watchers[0].clock.now())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

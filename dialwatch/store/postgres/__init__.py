@@ -47,7 +47,7 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
         batches = check_writes(
             account, now, states, balance, ledger, failing_since, decisions, digests
         )
-        groups = by_channel(outbox)
+        groups = by_channel(outbox, group_wait)
 
         async def commit(conn: Conn) -> None:
             await check_fence(conn, account, fence)
@@ -58,10 +58,8 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
                         await cur.execute(marks(sql), rows[0])
                     elif rows:
                         await cur.executemany(marks(sql), rows)
-            for (channel, hold_until), parts in groups.items():
-                await self._queue(
-                    conn, account, channel, parts, now, expires_at, group_wait, hold_until
-                )
+            for (channel, hold_until, wait), parts in groups.items():
+                await self._queue(conn, account, channel, parts, now, expires_at, wait, hold_until)
 
         await self._run(commit)
 

@@ -9,7 +9,8 @@ import json
 from datetime import datetime, timedelta
 
 from dialwatch.clock import to_iso
-from dialwatch.delivery.outbox import OutboxRow, Part
+from dialwatch.delivery.messages import Part
+from dialwatch.delivery.outbox import OutboxRow
 from dialwatch.store.common import micros
 from dialwatch.store.postgres.schema import NOW_US, Conn, Database, marks
 from dialwatch.store.sql import (

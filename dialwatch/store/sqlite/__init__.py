@@ -42,17 +42,15 @@ class SqliteStore(LedgerTables, OutboxTables, ClusterTables):
         batches = check_writes(
             account, now, states, balance, ledger, failing_since, decisions, digests
         )
-        groups = by_channel(outbox)
+        groups = by_channel(outbox, group_wait)
 
         def commit(db: sqlite3.Connection) -> None:
             with self._transaction(db):
                 check_fence(db, account, fence)
                 for sql, rows in batches:
                     db.executemany(sql, rows)
-                for (channel, hold_until), parts in groups.items():
-                    self._queue(
-                        db, account, channel, parts, now, expires_at, group_wait, hold_until
-                    )
+                for (channel, hold_until, wait), parts in groups.items():
+                    self._queue(db, account, channel, parts, now, expires_at, wait, hold_until)
 
         await self._run(commit)
 
