@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline",),
     ("cluster",),
     ("web",),
-    ("fleet", "runner", "demo", "cli", "__main__"),
+    ("fleet", "runner", "demo", "backtest", "cli", "__main__"),
 )
 # The pure core: rule evaluation and the alert lifecycle, routing, silences, quiet hours.
 PURE = ("dialwatch.rules.evaluate", "dialwatch.rules.time_intervals", "dialwatch.alerting")

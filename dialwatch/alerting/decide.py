@@ -97,7 +97,7 @@ def decide_all(
     for spec, finding in evaluations:
         silence = silenced_by(silences, spec.name, account)
         outcome = decide(spec, finding, states, now, muted=silence is not None)
-        decided.append(replace(outcome, silenced_by=silence))
+        decided.append(outcome if silence is None else replace(outcome, silenced_by=silence))
     return _inhibit(inhibits, decided, states, now)
 
 

@@ -53,6 +53,11 @@ class ProviderPlugin:
     error_text: ErrorText | None = None
     # What an account's `api_email` goes with, where the provider takes one.
     email_auth: str | None = None
+    # What a ledger item did to the balance (cents, + in, - out), where the ledger says
+    # it exactly: a backtest walks the balance back from today's through the items.
+    # None: the history cannot give the balance (it is kept in other units, or not all
+    # of its movements are listed).
+    wallet_effect: Callable[[LedgerItem], int] | None = None
 
     @property
     def has_money(self) -> bool:

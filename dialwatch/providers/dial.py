@@ -280,6 +280,16 @@ class DialProvider(AccountReader):
         return await self._client.get(ACTIVITY_PATH, parse_activity_page, params)
 
 
+def wallet_effect(item: LedgerItem) -> int:
+    """A credit adds to the wallet; usage billed to the wallet spends `totalCents`;
+    usage covered by the plan (entitlement) and subscription payments leave it alone."""
+    if item.type == "credit":
+        return item.cents
+    if item.type == "usage" and item.attribution == "wallet":
+        return -item.cents
+    return 0
+
+
 PLUGIN = ProviderPlugin(
     reader=DialProvider,
     base_url="https://getdial.ai",
@@ -292,4 +302,5 @@ PLUGIN = ProviderPlugin(
         "runway_below",
     ),
     balance_unit="money",
+    wallet_effect=wallet_effect,
 )

@@ -76,9 +76,7 @@ def _balance_below(
             (("Balance", str(balance)), ("Threshold", str(threshold))),
         )
     clear_at = threshold + rule.clear_margin
-    # Once firing, the balance must climb clear of the threshold to resolve, so a
-    # balance wobbling around it does not flap.
-    active = balance < (clear_at if was_active else threshold)
+    active = below_threshold(rule, balance, was_active)
     what = snap.balance_meaning
     if active:
         summary = f"{what} {balance} is below {threshold}"
@@ -100,6 +98,14 @@ def _balance_below(
             )
         )
     return Finding(active, summary, tuple(facts))
+
+
+def below_threshold(rule: BalanceBelow, balance: Money, was_active: bool) -> bool:
+    """The balance_below condition, for a balance in the threshold's currency. Once
+    firing, the balance must climb clear of the threshold to resolve, so a balance
+    wobbling around it does not flap."""
+    clear_at = rule.threshold + rule.clear_margin
+    return balance < (clear_at if was_active else rule.threshold)
 
 
 def _subscription_cancelling(snap: BillingSnapshot) -> Finding:
@@ -287,7 +293,7 @@ def evaluate_spend(rule: SpendAbove, spend: SpendSummary) -> Finding:
     else:
         assert rule.window is not None
         window = f"in the last {format_duration(rule.window)}"
-    active = spend.total > rule.amount
+    active = over_amount(rule, spend.total)
     relation = "is above" if active else "is within"
     facts = [
         ("Spend", f"{spend.total} over {spend.count} item(s)"),
@@ -301,6 +307,28 @@ def evaluate_spend(rule: SpendAbove, spend: SpendSummary) -> Finding:
     if spend.by_fare:
         facts.append(("Top items", _contributors(spend.by_fare)))
     return Finding(active, f"spend {spend.total} {window} {relation} {rule.amount}", tuple(facts))
+
+
+def over_amount(rule: SpendAbove, total: Money) -> bool:
+    """The spend_above condition."""
+    return total > rule.amount
+
+
+def empties_in(rule: RunwayBelow, balance: Money, burned: Money) -> timedelta | None:
+    """When the wallet is empty at the burn of the rule's lookback; None without burn."""
+    if burned.cents <= 0:
+        return None
+    if balance.cents <= 0:
+        return timedelta(0)
+    # Time to empty = balance / (burned / lookback), kept in integers.
+    lookback_s = int(rule.lookback.total_seconds())
+    return timedelta(seconds=balance.cents * lookback_s // burned.cents)
+
+
+def runs_out(rule: RunwayBelow, balance: Money, burned: Money) -> bool:
+    """The runway_below condition: the wallet empties within `runway`."""
+    left = empties_in(rule, balance, burned)
+    return left is not None and left <= rule.runway
 
 
 def evaluate_runway(rule: RunwayBelow, balance: Money, burned: Money) -> Finding:
@@ -321,10 +349,9 @@ def evaluate_runway(rule: RunwayBelow, balance: Money, burned: Money) -> Finding
         return Finding(
             True, f"the wallet is empty ({balance}) while burning {per_day}/day", tuple(facts)
         )
-    # Time to empty = balance / (burned / lookback), kept in integers.
-    empty_in = timedelta(seconds=balance.cents * lookback_s // burned.cents)
+    empty_in = empties_in(rule, balance, burned) or timedelta(0)
     facts.insert(2, ("Time to empty", f"about {format_duration(_round_to_minutes(empty_in))}"))
-    active = empty_in <= rule.runway
+    active = runs_out(rule, balance, burned)
     relation = "within" if active else "beyond"
     return Finding(
         active,
@@ -337,12 +364,12 @@ def evaluate_runway(rule: RunwayBelow, balance: Money, burned: Money) -> Finding
 def item_matches(rule: ItemRule, item: LedgerItem) -> bool:
     """Whether one new ledger item is an event for `rule`."""
     if isinstance(rule, LedgerEvent):
-        return item.type in rule.types and _selects(rule.match, item)
+        return item.type in rule.types and selects(rule.match, item)
     return (
         item.type in SPEND_TYPES
         and item.currency == rule.min_amount.currency
         and item.cents >= rule.min_amount.cents
-        and _selects(rule.match, item)
+        and selects(rule.match, item)
     )
 
 
@@ -373,7 +400,8 @@ def item_rule_summary(rule: ItemRule, count: int, total: Money, first: LedgerIte
     return f"{count} new ledger items: {', '.join(rule.types)} (total {total})"
 
 
-def _selects(match: Match, item: LedgerItem) -> bool:
+def selects(match: Match, item: LedgerItem) -> bool:
+    """Whether `match` selects `item` (as the stores' spend queries do)."""
     return (
         _glob(match.fare, item.fare)
         and _glob(match.action, item.action)

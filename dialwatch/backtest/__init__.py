@@ -1,0 +1,1 @@
+"""Backtests: a rules file replayed over an account's real ledger (`dialwatch backtest`)."""
