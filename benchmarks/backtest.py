@@ -10,7 +10,7 @@ process:
   sums gathered, the real lifecycle and routing replayed.
 
 Prints items per second, wall time and peak RSS growth of both, and the ratio.
-Run: python benchmarks/backtest.py [N ...]   (default: 20000 200000)
+Run: python benchmarks/backtest.py [N ...]   (default: 20000 205000)
 """
 
 from __future__ import annotations
@@ -128,4 +128,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--client"]:
         _client(sys.argv[2], sys.argv[3])
     else:
-        main([int(a) for a in sys.argv[1:]] or [20_000, 200_000])
+        main([int(a) for a in sys.argv[1:]] or [20_000, 205_000])

@@ -238,8 +238,13 @@ async def test_an_account_that_fails_is_reported_and_the_others_still_run(
         code, out, err = await backtest_cli(
             tmp_path, dial, "--since", "1d", "--format", "json", rules=rules
         )
+        only = await backtest_cli(
+            tmp_path, dial, "--since", "1d", "--format", "json", "--account", "main", rules=rules
+        )
     finally:
         await broken.stop()
+    assert only[0] == 0, only[2]
+    assert [a["account"] for a in json.loads(only[1])["accounts"]] == ["main"]
     assert code == 2
     accounts = {a["account"]: a for a in json.loads(out)["accounts"]}
     assert "rules" in accounts["main"]
