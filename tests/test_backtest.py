@@ -26,7 +26,8 @@ from dialwatch.model import ActivityStats
 from dialwatch.providers import REGISTRY, open_provider
 from dialwatch.rules.schema import Account
 from dialwatch.simulators.dial import DialAccount, DialSimulator
-from tests.conftest import API_KEY, FleetHarness, MakeFleet
+from dialwatch.simulators.mifumo import MifumoSimulator
+from tests.conftest import API_KEY, MIFUMO_KEY, FleetHarness, MakeFleet
 from tests.ledger_items import Entry, dial_history
 from tests.processes import dialwatch, service_env
 from tests.servers import WebhookReceiver
@@ -197,6 +198,41 @@ async def test_the_json_has_the_documented_shape(tmp_path: Path, dial: DialSimul
             assert set(episode) >= {"start", "end"}
     assert acct["skipped"][0]["rule"] == "cancelling"
     assert "Backtest" not in out  # nothing but the result on a pipe
+    assert not (tmp_path / "state.db").exists()  # no state is written
+
+    code, text, err = await backtest_cli(
+        tmp_path, dial, "--since", "3d", "--until", "2026-11-28T00:00:00Z", "--format", "text"
+    )
+    assert code == 0, err
+    fired = rules["wallet-low"]["fired"]
+    assert f"wallet-low (balance_below): fired {fired} time(s)" in text
+    assert "notifications per day:" in text
+    assert "    2026-11-25  oncall " in text
+
+
+async def test_a_provider_whose_history_cannot_give_the_balance_backtests_its_spend(
+    tmp_path: Path, dial: DialSimulator, mifumo: MifumoSimulator
+) -> None:
+    rules = (
+        "accounts:\n"
+        f'  - {{name: sms, provider: mifumo, api_key: "{MIFUMO_KEY}", '
+        f'base_url: "{mifumo.base_url}"}}\n'
+        'channels: {oncall: "json://127.0.0.1:9/unused"}\n'
+        "defaults: {notify: [oncall]}\n"
+        "rules:\n"
+        "  - {name: credits-low, kind: balance_below, threshold: 500 credits}\n"
+        '  - {name: sms-spend, kind: spend_above, window: 24h, amount: "$100.00"}\n'
+    )
+    code, out, err = await backtest_cli(
+        tmp_path, dial, "--since", "2d", "--format", "json", rules=rules
+    )
+    assert code == 0, err
+    (acct,) = json.loads(out)["accounts"]
+    assert acct["balance"] is None
+    assert [r["rule"] for r in acct["rules"]] == ["sms-spend"]
+    (skipped,) = acct["skipped"]
+    assert skipped["rule"] == "credits-low"
+    assert skipped["reason"].startswith("mifumo's history does not give the balance")
 
 
 async def test_an_empty_ledger_and_a_since_before_all_history(

@@ -117,8 +117,14 @@ def to_text(result: Backtest) -> str:
                 lines.append(f"    ... and {len(r.episodes) - 10} more")
         for rule, why in a.skipped:
             lines.append(f"  {rule}: skipped: {why}")
+        table = _per_channel_day(a)
+        if table:
+            lines.append("  notifications per day:")
+            for day in sorted({d for counts in table.values() for d in counts}):
+                counts = "  ".join(f"{c} {table[c].get(day, 0)}" for c in sorted(table))
+                lines.append(f"    {day}  {counts}")
         days = max(span.days, 1)
-        for channel, per_day in _per_channel_day(a).items():
+        for channel, per_day in table.items():
             busiest = max(per_day.items(), key=lambda kv: kv[1])
             total = sum(per_day.values())
             lines.append(
