@@ -226,6 +226,28 @@ def accounts_of(rules: RulesFile, settings: Settings) -> tuple[Account, ...]:
     )
 
 
+def accounts_named(rules: RulesFile, settings: Settings, names: Sequence[str]) -> list[Account]:
+    """The accounts `names` lists (all for none); ConfigError naming any unknown one."""
+    accounts = accounts_of(rules, settings)
+    known = [a.name for a in accounts]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"no account named {', '.join(unknown)}; the accounts: {', '.join(known)}"
+        )
+    return [a for a in accounts if not names or a.name in names]
+
+
+def only_accounts(rules: RulesFile, settings: Settings, names: Sequence[str]) -> RulesFile:
+    """`rules` watching only the accounts `names` lists (all for none)."""
+    accounts_named(rules, settings, names)
+    if not names or not rules.accounts:
+        return rules
+    return rules.model_copy(
+        update={"accounts": tuple(a for a in rules.accounts if a.name in names)}
+    )
+
+
 def reload_rules(fleet: Fleet, path: Path) -> bool:
     """Swap in the rules file at `path`; an invalid file is rejected, the old rules stay."""
     try:

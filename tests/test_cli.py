@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +13,7 @@ import pytest
 
 from dialwatch.simulators.dial import DialSimulator
 from tests.conftest import API_KEY, RULES
-from tests.processes import dialwatch, service_env, wait_until
+from tests.processes import dialwatch, service_env, wait_until, wait_until_async
 from tests.servers import SmtpServer, WebhookReceiver
 
 CASES = Path(__file__).parent / "config_cases"
@@ -49,7 +48,7 @@ async def test_check_exit_codes_follow_what_is_firing(
     dial.account.balance_cents = 4000
     firing = await dialwatch("check", env=env)
     assert firing.code == 1
-    assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in firing.out
+    assert "dial: FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in firing.out
     assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
 
     broken = await dialwatch("check", env={**env, "DIALWATCH_BASE_URL": "http://127.0.0.1:9"})
@@ -66,7 +65,7 @@ async def test_check_dry_run_prints_notifications_and_changes_nothing(
     again = await dialwatch("check", "--dry-run", env=env)
 
     assert first.code == 1
-    assert "dry run: would send 2 notification(s); no state changed" in first.out
+    assert "dry run: would send 2 message(s) (2 notification(s)); no state changed" in first.out
     assert "--> oncall (first): [WARNING] dial / wallet-low: wallet balance $40.00" in first.out
     assert "--> finance (first):" in first.out
     assert "    Threshold: $50.00" in first.out
@@ -122,10 +121,11 @@ async def test_sigterm_stops_the_service_cleanly_and_quickly(
     process = await start_service(env, output=asyncio.subprocess.PIPE)
     await wait_until(lambda: len(dial.requests) >= 1)
     process.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(process.communicate(), 5)
+    out, logs = await asyncio.wait_for(process.communicate(), 5)
 
     assert process.returncode == 0
-    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert out == b""  # every command logs to stderr; stdout is its own output
+    events = [json.loads(line) for line in logs.decode().splitlines()]
     stopping = [e for e in events if e["event"] == "service.stopping"]
     assert stopping[0]["signal"] == "SIGTERM"
     assert events[-1]["event"] == "service.stopped"
@@ -201,8 +201,8 @@ async def test_running_service_serves_health_metrics_and_reloads_on_sighup(
         assert (await get("/readyz"))[0] == 200
 
     process.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(process.communicate(), 10)
-    events = [json.loads(line) for line in out.decode().splitlines()]
+    _, logs = await asyncio.wait_for(process.communicate(), 10)
+    events = [json.loads(line) for line in logs.decode().splitlines()]
     rejected = [e for e in events if e["event"] == "config.reload_rejected"]
     errors = rejected[0]["errors"]
     assert any(
@@ -211,12 +211,6 @@ async def test_running_service_serves_health_metrics_and_reloads_on_sighup(
     ), errors
     assert [e["event"] for e in events].count("config.reloaded") == 1
     assert len(webhook.received) == 1  # the old rules kept running, nothing re-sent
-
-
-async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.05)
 
 
 async def test_sigterm_keeps_undelivered_mail_and_a_restart_delivers_it_once(
@@ -228,9 +222,9 @@ async def test_sigterm_keeps_undelivered_mail_and_a_restart_delivers_it_once(
     first = await start_service(env, output=asyncio.subprocess.PIPE)
     await wait_until(lambda: len(webhook.received) == 1)
     first.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(first.communicate(), 10)
+    _, logs = await asyncio.wait_for(first.communicate(), 10)
     assert first.returncode == 0
-    stopped = [json.loads(line) for line in out.decode().splitlines()][-1]
+    stopped = [json.loads(line) for line in logs.decode().splitlines()][-1]
     assert stopped == stopped | {"event": "service.stopped", "pending_notifications": 1}
 
     smtp.start()

@@ -14,7 +14,7 @@ from dialwatch.rules.schema import BalanceBelow, SpendAbove
 from dialwatch.units import Money
 
 CASES = Path(__file__).parent / "config_cases"
-EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
+EXAMPLE = Path(__file__).parent.parent / "dialwatch" / "rules" / "example.yaml"
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ EXAMPLE = Path(__file__).parent.parent / "rules.example.yaml"
             7,
             5,
             "rules[0].kind",
-            "unknown rule kind; valid kinds: balance_below, subscription_cancelling",
+            "unknown rule kind; did you mean 'balance_below'? valid kinds: balance_below",
         ),
         (
             "bad_duration",
@@ -266,7 +266,7 @@ def test_channel_url_never_appears_in_errors() -> None:
 
 
 def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
-    """rules.example.yaml loads, with ${VAR}s set, and its values parse exactly."""
+    """The example (dialwatch/rules/example.yaml, `dialwatch init --example`) loads, with ${VAR}s set, and its values parse exactly."""
     rules = load_rules(
         EXAMPLE,
         env={

@@ -87,7 +87,9 @@ async def test_wheel_installs_in_a_fresh_venv_and_checks(
     )  # fmt: skip
     out, _ = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1  # something fires
-    assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in out.decode()
+    assert (
+        "dial: FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in out.decode()
+    )
     assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     # The demo's simulators and rules are in the wheel too (what `pip install .` gets).
     await run(python, "-I", "-c", "import dialwatch.demo, dialwatch.simulators.mifumo")

@@ -348,7 +348,7 @@ async def test_check_leaves_accounts_a_running_replica_holds_alone(
     assert "dial: skipped: a running dialwatch checks this account" in real.err
     dry = await dialwatch("check", "--dry-run", env=cluster.env)
     assert dry.code == 1
-    assert "FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in dry.out
+    assert "dial: FIRING   warning  wallet-low: wallet balance $40.00 is below $50.00" in dry.out
     await wait_until(lambda: webhook.titles == [LOW.format(account="dial")])
     done = one.checks("dial")
     await wait_until(lambda: one.checks("dial") >= done + 2)

@@ -20,7 +20,7 @@ from dialwatch.backtest.replay import steps
 from dialwatch.backtest.report import Backtest
 from dialwatch.backtest.suggest import as_yaml, suggest
 from dialwatch.errors import ConfigError, ProviderError
-from dialwatch.fleet import accounts_of
+from dialwatch.fleet import accounts_named
 from dialwatch.logs import REDACTOR
 from dialwatch.providers import open_provider
 from dialwatch.rules.schema import Account, RulesFile
@@ -55,15 +55,6 @@ def _time(text: str, flag: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def chosen(rules: RulesFile, settings: Settings, names: Sequence[str]) -> list[Account]:
-    accounts = accounts_of(rules, settings)
-    unknown = [n for n in names if n not in {a.name for a in accounts}]
-    if unknown:
-        known = ", ".join(a.name for a in accounts)
-        raise ConfigError(f"no account named {', '.join(unknown)}; the rules file has: {known}")
-    return [a for a in accounts if not names or a.name in names]
-
-
 async def run_backtest(
     settings: Settings,
     rules: RulesFile,
@@ -75,7 +66,7 @@ async def run_backtest(
     show_progress: bool = False,
     now: datetime | None = None,
 ) -> Backtest:
-    accounts = chosen(rules, settings, names)
+    accounts = accounts_named(rules, settings, names)
     for chosen_account in accounts:
         interval = chosen_account.interval or settings.interval
         if (until - since) / interval > MAX_CHECKS:

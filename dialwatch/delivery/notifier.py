@@ -70,6 +70,10 @@ class ChannelNotifier:
             return await self._alertmanager.send(channel, message, parts)
         return await self._apprise.send(channel, message, parts)
 
+    def as_sent(self, channel: str, message: Message) -> Message:
+        """What `channel` would receive (an Alertmanager gets the alerts as written)."""
+        return self._apprise.as_sent(channel, message)
+
 
 class AppriseNotifier:
     """One apprise object per channel, so each channel succeeds or fails on its own
@@ -98,20 +102,31 @@ class AppriseNotifier:
                     service.request_rate_per_sec = min_interval
             self._channels[name] = target
 
+    def as_sent(self, channel: str, message: Message) -> Message:
+        """`message` as `channel`'s service gets it: trimmed to its limits, laid out as
+        HTML for a `format: html` channel."""
+        target = self._channels.get(channel)
+        if target is None:
+            return message
+        body_limit = min((s.body_maxlen for s in target), default=0) or len(message.body)
+        title_limit = min((s.title_maxlen for s in target), default=0)
+        body = trim(message.body, body_limit)
+        return message._replace(
+            body=as_html(body) if self._formats.get(channel) == "html" else body,
+            # A service without titles (limit 0) gets the title folded into the body by apprise.
+            title=trim(message.title, title_limit) if title_limit else message.title,
+        )
+
     async def send(self, channel: str, message: Message, parts: Sequence[Part] = ()) -> str | None:
         target = self._channels.get(channel)
         if target is None:
             return f"no channel named {channel!r}"
-        body_limit = min((s.body_maxlen for s in target), default=0) or len(message.body)
-        title_limit = min((s.title_maxlen for s in target), default=0)
-        body_format = self._formats.get(channel, "text")
-        body = trim(message.body, body_limit)
+        sent = self.as_sent(channel, message)
         result = await target.async_notify(
-            body=as_html(body) if body_format == "html" else body,
-            # A service without titles (limit 0) gets the title folded into the body by apprise.
-            title=trim(message.title, title_limit) if title_limit else message.title,
+            body=sent.body,
+            title=sent.title,
             notify_type=message.notify_type,
-            body_format=body_format,
+            body_format=self._formats.get(channel, "text"),
             timeout=self.timeout,
         )
         if result:

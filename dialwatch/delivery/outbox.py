@@ -7,6 +7,7 @@ What delivery needs of the store is `OutboxStore`; every backend's Store has it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -244,3 +245,23 @@ async def _deliver_rows(
             expires_at=row.expires_at.isoformat(),
         )
         return  # later messages wait behind this one, so they arrive in order
+
+
+def planned_messages(
+    account: str, entries: Sequence[OutboxEntry]
+) -> list[tuple[str, str, Message, datetime | None]]:
+    """A check's outbox entries as the messages each channel would get: one per channel
+    (and per end of quiet hours), its alerts grouped as the outbox groups them. For
+    `check --dry-run`; the store does the same when it queues them."""
+    groups: dict[tuple[str, datetime | None], list[OutboxEntry]] = {}
+    for entry in entries:
+        groups.setdefault((entry.channel, entry.hold_until), []).append(entry)
+    planned = []
+    for (channel, held), group in groups.items():
+        if not group[0].grouped:  # Alertmanager: each alert is its own post
+            planned += [(channel, e.decision, e.message, held) for e in group]
+            continue
+        decision = group[0].decision if len(group) == 1 else "group"
+        message = combine(account, [(e.alert, e.message) for e in group])
+        planned.append((channel, decision, message, held))
+    return planned

@@ -34,7 +34,8 @@ from dialwatch.rules.schema import (
     RulesFile,
 )
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${VAR}, or ${VAR:-default} (the default when VAR is unset or empty), as in a shell.
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def load_rules(path: Path | str, env: Mapping[str, str] | None = None) -> RulesFile:
@@ -42,6 +43,12 @@ def load_rules(path: Path | str, env: Mapping[str, str] | None = None) -> RulesF
     filename = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{filename}: no rules file here. Make one with `dialwatch init --provider dial "
+            "--channel slack` (or see `dialwatch init --example`), or point DIALWATCH_RULES "
+            "or --rules at yours"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"{filename}: cannot read the rules file: {exc.strerror}") from exc
     return parse_rules(text, filename, os.environ if env is None else env)
@@ -63,9 +70,51 @@ def parse_rules(text: str, filename: str, env: Mapping[str, str]) -> RulesFile:
         issues += [_issue_from_pydantic(err, source, filename) for err in exc.errors()]
         rules_file = None
     if issues:
-        raise ConfigError(sorted(set(issues), key=lambda i: (i.line, i.column, i.key)))
+        kept = _without_cascades(issues)
+        raise ConfigError(sorted(set(kept), key=lambda i: (i.line, i.column, i.key)))
     assert rules_file is not None
     return rules_file
+
+
+def _yaml_problem(problem: str, text: str, line: int, col: int) -> str:
+    """PyYAML's message, with the line it is about and a caret under the column, and
+    what usually causes it."""
+    lines = text.splitlines()
+    shown = lines[line - 1] if 0 < line <= len(lines) else ""
+    hint = ""
+    if (
+        "indent" in problem
+        or "mapping values are not allowed" in problem
+        or ("expected <block end>" in problem)
+    ):
+        hint = (
+            "\n  hint: check the indentation: keys of one mapping, and the `- ` items of one "
+            "list, start at the same column; use spaces, not tabs"
+        )
+    elif "found character '\\t'" in problem:
+        hint = "\n  hint: a tab: YAML indents with spaces only"
+    elif "could not find expected ':'" in problem:
+        hint = "\n  hint: a key needs `key: value` (a colon and a space)"
+    return f"{problem}\n  | {shown}\n  | {' ' * (col - 1)}^{hint}"
+
+
+def _without_cascades(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """One error per mistake: an unset variable or an unknown rule kind explains every
+    other problem found under the same key (an empty URL, a template of unknown fields)."""
+    causes = [
+        i
+        for i in issues
+        if "environment variable ${" in i.message or i.message.startswith("unknown rule kind")
+    ]
+    # What a cause explains: everything under its entry (a rule, a channel, an account).
+    roots = {".".join(c.key.replace("[", ".[").split(".")[:2]).replace(".[", "[") for c in causes}
+
+    def explained(issue: ConfigIssue) -> bool:
+        if issue in causes:
+            return False
+        return any(issue.key == r or issue.key.startswith((f"{r}.", f"{r}[")) for r in roots)
+
+    return [i for i in issues if not explained(i)]
 
 
 def _compose(text: str, filename: str, env: Mapping[str, str]) -> Source:
@@ -76,7 +125,8 @@ def _compose(text: str, filename: str, env: Mapping[str, str]) -> Source:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        source.issues.append(ConfigIssue(filename, line, col, "(yaml)", str(exc.problem)))
+        message = _yaml_problem(str(exc.problem), text, line, col)
+        source.issues.append(ConfigIssue(filename, line, col, "(yaml)", message))
         return source
     finally:
         loader.dispose()
@@ -120,7 +170,9 @@ def _substitute(
     issues: list[ConfigIssue],
 ) -> str:
     def replace(match: re.Match[str]) -> str:
-        name = match[1]
+        name, default = match[1], match[2]
+        if default is not None:
+            return env.get(name) or default
         if name not in env:
             issues.append(
                 issue_at(
@@ -176,7 +228,10 @@ def _explain(err: Any, loc: tuple[Any, ...], kind_model: type[BaseModel] | None)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return f"unknown key; {hint}valid keys here: {', '.join(valid)}"
     if kind == "union_tag_invalid":
-        return f"unknown rule kind; valid kinds: {', '.join(RULE_KINDS)}"
+        given = str(err.get("ctx", {}).get("tag", ""))
+        close = difflib.get_close_matches(given, list(RULE_KINDS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown rule kind; {hint}valid kinds: {', '.join(RULE_KINDS)}"
     if kind == "union_tag_not_found":
         return f"a rule needs a kind; valid kinds: {', '.join(RULE_KINDS)}"
     if kind == "missing":
