@@ -10,9 +10,10 @@ from typing import Any
 import structlog
 
 from dialwatch import __version__
+from dialwatch.backtest.history import rebuild_balance
 from dialwatch.cluster.leases import LeaseKeeper
 from dialwatch.delivery.outbox import deliver_due
-from dialwatch.errors import LeaseLost, StateUnavailable
+from dialwatch.errors import DialwatchError, LeaseLost, StateUnavailable
 from dialwatch.fleet import Fleet
 from dialwatch.pipeline.cycle import Watcher, run_cycle
 from dialwatch.store import shown_location
@@ -100,24 +101,44 @@ async def _check_until_halted(
 ) -> None:
     loop = asyncio.get_running_loop()
     step_s = watcher.interval.total_seconds()
-    while not halt.is_set():
-        started = loop.time()
-        fleet.watch_clock()
-        watcher.health.loop_tick = watcher.clock.now()
-        check = asyncio.create_task(run_cycle(watcher))
-        await _until_done_or_stopped(check, halt, expected=(LeaseLost, StateUnavailable))
-        if not check.cancelled() and isinstance(error := check.exception(), LeaseLost):
-            log.warning("lease.lost", account=watcher.account, why="another replica holds it")
-            fleet.lose(watcher.account)
-            return
-        if not check.cancelled() and isinstance(error, StateUnavailable):
-            await fleet.state_down(error, source)
-        elif not check.cancelled() and error is None:
-            fleet.state_ok(source)
-        # Drift-free: the next check starts `interval` after this one started.
-        wait = max(0.0, step_s - (loop.time() - started))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(halt.wait(), wait)
+    rebuilding: asyncio.Task[None] | None = None
+    try:
+        while not halt.is_set():
+            started = loop.time()
+            fleet.watch_clock()
+            watcher.health.loop_tick = watcher.clock.now()
+            check = asyncio.create_task(run_cycle(watcher))
+            await _until_done_or_stopped(check, halt, expected=(LeaseLost, StateUnavailable))
+            if not check.cancelled() and isinstance(error := check.exception(), LeaseLost):
+                log.warning("lease.lost", account=watcher.account, why="another replica holds it")
+                fleet.lose(watcher.account)
+                return
+            if not check.cancelled() and isinstance(error, StateUnavailable):
+                await fleet.state_down(error, source)
+            elif not check.cancelled() and error is None:
+                fleet.state_ok(source)
+                if rebuilding is None:  # once per start, off the check's path
+                    rebuilding = asyncio.create_task(_rebuild_balance(watcher))
+            # Drift-free: the next check starts `interval` after this one started.
+            wait = max(0.0, step_s - (loop.time() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), wait)
+    finally:
+        if rebuilding is not None:
+            rebuilding.cancel()
+
+
+async def _rebuild_balance(watcher: Watcher) -> None:
+    """Fill a fresh install's balance chart from the ledger; a failure only logs."""
+    try:
+        added = await rebuild_balance(
+            watcher.account, watcher.provider, watcher.source, watcher.store, watcher.clock.now()
+        )
+    except DialwatchError as exc:
+        log.warning("balance.rebuild_failed", account=watcher.account, error=str(exc))
+        return
+    if added:
+        log.info("balance.rebuilt", account=watcher.account, readings=added, source="ledger")
 
 
 async def _first(*waits: Any, limit_s: float | None = None) -> None:

@@ -124,7 +124,7 @@ async def test_mixed_accounts_alert_through_one_service(
 
     page = await render_status_page(h.fleet.all(), h.clock.now())
     for name in ("dial-prod", "dial-eu", "sms", "hooks", "cf"):
-        assert f'<section id="account-{name}">' in page
+        assert f'<section class="card" id="account-{name}">' in page
     assert '<span class="big" id="balance-sms">120 credits</span>' in page
     assert 'id="balance-hooks"' not in page  # HookBridge has no balance, only a quota
     assert 'id="spend-chart-cf"' in page

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from dialwatch.alerting.lifecycle import Decision, Status
 from dialwatch.backtest.engine import backtest_account
-from dialwatch.backtest.history import BalanceWalk, read_back
+from dialwatch.backtest.history import BalanceWalk, read_back, rebuild_balance
 from dialwatch.backtest.replay import steps
 from dialwatch.backtest.suggest import percentile, round_up
 from dialwatch.clock import to_micros
@@ -360,3 +360,24 @@ async def test_the_html_report_renders_in_chromium(tmp_path: Path, dial: DialSim
         await page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         await browser.close()
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+async def test_a_fresh_install_gets_its_balance_chart_rebuilt_from_the_ledger(
+    make_fleet: MakeFleet, dial: DialSimulator
+) -> None:
+    """At the first start the chart would hold one reading: the last 7 days are walked
+    back from it through the ledger, one reading per 15 minutes, each the true balance."""
+    h = await make_fleet(RULES)
+    now = h.clock.now()
+    entries = dial_history(now - timedelta(days=8), now, 9_000, seed=9, mean_gap=400)
+    serve(dial, entries)
+    await h.check()
+    watcher = h.fleet.watchers["dial"]
+    added = await rebuild_balance("dial", "dial", watcher.source, watcher.store, now)
+    history = await watcher.store.balance_history("dial", now - timedelta(days=7))
+    assert added == len(history) - 1 >= 7 * 96 - 2
+    for at, money in history[:-1]:
+        truth = [e.balance for e in entries if e.at <= at]
+        assert money.cents == truth[-1], at
+    # Once the store has its week, a restart reads nothing more.
+    assert await rebuild_balance("dial", "dial", watcher.source, watcher.store, now) == 0

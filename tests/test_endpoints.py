@@ -105,10 +105,21 @@ async def test_status_page_shows_balance_history_spend_alerts_and_notifications(
     assert status == 200
     assert '<span class="big" id="balance-dial">$40.00</span>' in html
     assert 'data-points="3"' in html
-    assert "<td>wallet-low</td><td>warning</td>" in html
+    # At a glance: amber (a warning fires), the balance; the alert with its summary.
+    assert '<span class="pill amber">1 firing</span>' in html
+    assert '<td class="n">$40.00</td>' in html
+    assert (
+        '<span class="pill warning">warning</span></td><td>dial / wallet-low<br>'
+        '<span class="muted">wallet balance $40.00 is below $50.00</span>'
+    ) in html
     assert "[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00" in html
     assert "sent 2026-11-21 15:00 UTC" in html
-    assert "No spend recorded" in html  # no spend rule: the ledger is not read
+    assert "add one (spend_above, usage_item, runway_below)" in html  # the ledger is not read
+    # The notification history is searchable.
+    _, found = await get(f"{base_url}/?q=WALLET-low")
+    assert "[WARNING] dial / wallet-low" in found
+    _, none = await get(f"{base_url}/?q=100%25_off")
+    assert "Nothing matches “100%_off”." in none
     assert "json://" not in html  # channel names only, never their URLs
     assert "mailto://" not in html
 

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dialwatch.clock import from_micros, to_micros
-from dialwatch.model import LedgerItem
+from dialwatch.model import ActivityStats, LedgerItem
+from dialwatch.providers import REGISTRY, Provider
+from dialwatch.store import Store
+from dialwatch.units import Money
 
 ONE_US = timedelta(microseconds=1)
 Select = Callable[[LedgerItem], int | None]  # what an item adds to a sum; None: not selected
@@ -147,3 +150,36 @@ def lowest(walk: BalanceWalk) -> tuple[int, datetime] | None:
         return None
     cents, when = walk.low
     return cents, from_micros(when)
+
+
+STEP = timedelta(minutes=15)
+
+
+async def rebuild_balance(
+    account: str,
+    provider: str,
+    source: Provider,
+    store: Store,
+    now: datetime,
+    days: int = 7,
+) -> int:
+    """A fresh install's balance chart, filled at once: the wallet's last `days`, one
+    reading per 15 minutes before the first one recorded, walked back from the latest
+    reading through the ledger (where the provider's history gives the balance).
+    Returns how many readings were added."""
+    effect = REGISTRY[provider].wallet_effect
+    latest = await store.last_balance(account)
+    since = now - timedelta(days=days)
+    recorded = await store.balance_history(account, since)
+    if effect is None or latest is None or not recorded or recorded[0][0] - since < 2 * STEP:
+        return 0
+    first = recorded[0][0]
+    points = []
+    at = since
+    while at < first - STEP:
+        points.append(at)
+        at += STEP
+    walk = BalanceWalk(effect, latest.cents, [to_micros(p) for p in points], 0, 0)
+    await read_back(source.read_activity(since, ActivityStats()), [], walk, since, now)
+    rebuilt = [(p, Money(walk.at_time(p), latest.currency)) for p in points]
+    return await store.add_balance_history(account, rebuilt)

@@ -34,7 +34,7 @@ from dialwatch.errors import (
     ProviderError,
     StateUnavailable,
 )
-from dialwatch.model import BillingSnapshot
+from dialwatch.model import BillingSnapshot, QuotaPeriod
 from dialwatch.pipeline.evaluate import (
     AUTH_ALERT,
     UNHEALTHY_ALERT,
@@ -62,6 +62,8 @@ class Health:
     last_check: datetime | None = None
     last_success: datetime | None = None
     last_error: str | None = None
+    summaries: dict[str, str] = field(default_factory=dict)  # rule -> what it found last
+    quota: QuotaPeriod | None = None  # the plan's usage, where the provider meters one
 
 
 class CycleObserver(Protocol):
@@ -327,5 +329,10 @@ def _record_health(watcher: Watcher, report: CycleReport) -> None:
     else:
         health.last_success = report.now
         health.last_error = None
+    for outcome in report.outcomes:
+        if outcome.decision is not Decision.EVENT:
+            health.summaries[outcome.spec.name] = outcome.finding.summary
+    if report.snapshot is not None:
+        health.quota = report.snapshot.quota
     if watcher.metrics is not None:
         watcher.metrics.observe_cycle(report, watcher.account, watcher.interval.total_seconds())

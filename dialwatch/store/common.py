@@ -6,6 +6,7 @@ and `_write` (PostgreSQL's read `?` as `%s`) and its clock; the methods that dif
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from dialwatch.model import SPEND_TYPES
 from dialwatch.store.protocol import LedgerCursor
 from dialwatch.store.sql import (
     CLAIM_TTL,
+    HISTORY_STEP_US,
     NEXT,
     OUTBOX_COLUMNS,
     UNDELIVERED,
@@ -98,6 +100,20 @@ class SqlTables(ABC):
             (account, to_micros(since)),
         )
         return [(from_micros(at), Money(int(cents), currency)) for at, cents, currency in rows]
+
+    async def add_balance_history(self, account: str, points: list[tuple[datetime, Money]]) -> int:
+        """Readings from before the first recorded one (rebuilt from the ledger), one
+        per 15-minute step; a step already recorded is kept as it is."""
+        rows = {to_micros(at) // HISTORY_STEP_US * HISTORY_STEP_US: money for at, money in points}
+        if not rows:
+            return 0
+        marks = ", ".join("(?, ?, ?, ?)" for _ in rows)
+        values = [v for at, m in rows.items() for v in (account, at, m.cents, m.currency)]
+        return await self._write(
+            f"INSERT INTO balance_history (account, at, cents, currency) VALUES {marks} "
+            "ON CONFLICT (account, at) DO NOTHING",
+            values,
+        )
 
     async def add_silence(
         self, rule: str, account: str | None, ends_at: datetime, reason: str, now: datetime
@@ -205,11 +221,22 @@ class SqlTables(ABC):
             (to_iso(now), to_iso(now)),
         )
 
-    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
+    async def recent_notifications(self, limit: int, search: str | None = None) -> list[OutboxRow]:
+        where, params = f"decision <> '{REFRESH}'", []
+        if search:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+            where += (
+                " AND ("
+                + " OR ".join(
+                    f"lower({column}) LIKE ? ESCAPE '\\'"
+                    for column in ("title", "channel", "alert")
+                )
+                + ")"
+            )
+            params = [pattern] * 3
         rows = await self._all(
-            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE decision <> '{REFRESH}' "
-            "ORDER BY id DESC LIMIT ?",
-            (limit,),
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
         )
         return [outbox_row(r) for r in rows]
 

@@ -165,6 +165,11 @@ class Store(OutboxStore, Protocol):
     ) -> list[tuple[datetime, Money]]: ...
 
     # Silences, from the CLI.
+    async def add_balance_history(self, account: str, points: list[tuple[datetime, Money]]) -> int:
+        """Add balance readings rebuilt from the ledger (never replacing a recorded one);
+        returns how many were new."""
+        ...
+
     async def add_silence(
         self, rule: str, account: str | None, ends_at: datetime, reason: str, now: datetime
     ) -> int: ...
@@ -183,8 +188,9 @@ class Store(OutboxStore, Protocol):
         quiet hours hold; returns how many."""
         ...
 
-    async def recent_notifications(self, limit: int) -> list[OutboxRow]:
-        """The newest notifications, delivered or not, newest first."""
+    async def recent_notifications(self, limit: int, search: str | None = None) -> list[OutboxRow]:
+        """The newest notifications, delivered or not, newest first; with `search`,
+        those whose title, channel or alert contains it (any case)."""
         ...
 
     async def pending_by_channel(self) -> dict[str, int]: ...

@@ -106,5 +106,6 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _status(request: web.Request) -> web.Response:
     watchers = request.app[WATCHERS]()
-    html = await render_status_page(watchers, watchers[0].clock.now())
+    search = request.query.get("q", "").strip()[:200]
+    html = await render_status_page(watchers, watchers[0].clock.now(), search or None)
     return web.Response(text=html, content_type="text/html")
