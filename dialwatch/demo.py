@@ -187,6 +187,6 @@ async def run_demo(
             await simulator.stop()
             await mifumo.stop()
     out.write(
-        "Demo finished. Next: copy rules.example.yaml, list your accounts (or set "
-        "DIALWATCH_API_KEY), and run `dialwatch validate` then `dialwatch run`.\n"
+        "Demo finished. Next: `dialwatch init --provider dial --channel slack` writes a "
+        "rules file for your accounts; `dialwatch simulate` lets you try it without keys.\n"
     )

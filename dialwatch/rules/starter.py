@@ -112,7 +112,7 @@ CHANNELS = {
               "mailtos://user:password@smtp.example.com?to=you@example.com"),
     "webhook": ("webhook", '"${WEBHOOK_URL}"', "json://hooks.example.com/dialwatch"),
     "discord": ("discord", '"${DISCORD_WEBHOOK_URL}"', "discord://WebhookID/WebhookToken"),
-    "teams": ("teams", '"${TEAMS_WEBHOOK_URL}"', "workflows://... (see apprise's wiki)"),
+    "teams": ("teams", '"${TEAMS_WEBHOOK_URL}"', "workflow://host/workflows/ID/triggers/... (a Teams workflow)"),
     "telegram": ("telegram", '"${TELEGRAM_URL}"', "tgram://BotToken/ChatID"),
     "pagerduty": ("pagerduty", '"${PAGERDUTY_URL}"', "pagerduty://IntegrationKey@ApiKey"),
     "alertmanager": ("alertmanager", '{alertmanager: "${ALERTMANAGER_URL}"}',
