@@ -47,4 +47,4 @@ async def test_demo_fires_groups_and_resolves_then_ends() -> None:
         "[RESOLVED] dial / wallet-critical: wallet balance $120.50 is back above $20.00",
         "[RESOLVED] dial / wallet-low: wallet balance $120.50 is back above $50.00",
     ]
-    assert text.rstrip().endswith("and run `dialwatch validate` then `dialwatch run`.")
+    assert text.rstrip().endswith("`dialwatch simulate` lets you try it without keys.")

@@ -93,6 +93,9 @@ async def test_wheel_installs_in_a_fresh_venv_and_checks(
     assert webhook.titles == ["[WARNING] dial / wallet-low: wallet balance $40.00 is below $50.00"]
     # The demo's simulators and rules are in the wheel too (what `pip install .` gets).
     await run(python, "-I", "-c", "import dialwatch.demo, dialwatch.simulators.mifumo")
+    # So is the documented example `dialwatch init --example` prints.
+    example = await run(str(tmp_path / "venv" / "bin" / "dialwatch"), "init", "--example")
+    assert example == (REPO / "dialwatch" / "rules" / "example.yaml").read_text()
 
 
 def _container_tools_missing() -> str | None:
