@@ -440,6 +440,8 @@ def _print_report(
         print(f"{account}: ledger: {report.ledger.new_items} new item(s){backfill}")
     for outcome in report.outcomes:
         status = "event" if outcome.decision.value == "event" else outcome.state.status.value
+        if outcome.finding.learning:
+            status = "learning"
         if status != "inactive":
             print(
                 f"{account}: {status.upper():8} {outcome.spec.severity:8} "

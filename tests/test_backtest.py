@@ -46,8 +46,15 @@ rules:
   - {name: runway, kind: runway_below, runway: 12h, lookback: 6h}
   - {name: big-call, kind: usage_item, min_amount: "$4.00"}
   - {name: top-ups, kind: ledger_event, types: [credit]}
+  - {name: spend-spike, kind: spend_anomaly, window: 1h, min_impact: "$4.00", min_percent: 40,
+     sensitivity: high}
   - {name: cancelling, kind: subscription_cancelling}
+inhibit:
+  - {source: {rule: runway}, target: {rule: hourly-spend}}
 """
+
+# The rules of RULES a backtest replays (all but the subscription's).
+REPLAYED = {"wallet-low", "hourly-spend", "runway", "big-call", "top-ups", "spend-spike"}
 
 
 def serve(dial: DialSimulator, entries: list[Entry]) -> None:
@@ -140,7 +147,7 @@ async def test_the_replay_does_what_the_live_service_did(
     replayed = {name: [e.start for e in r.episodes] for name, r in result.replay.results.items()}
     assert {n: s for n, s in replayed.items() if s} == starts
     assert {n: r.notifications for n, r in result.replay.results.items() if r.notifications} == sent
-    assert set(starts) >= {"wallet-low", "hourly-spend", "runway", "big-call", "top-ups"}
+    assert set(starts) >= REPLAYED
     assert result.skipped == [
         (
             "cancelling",
@@ -190,7 +197,7 @@ async def test_the_json_has_the_documented_shape(tmp_path: Path, dial: DialSimul
     assert balance["start_cents"] == [e for e in entries if e.at <= since][-1].balance
     assert balance["min_cents"] == min(e.balance for e in in_range)
     rules = {r["rule"]: r for r in acct["rules"]}
-    assert set(rules) == {"wallet-low", "hourly-spend", "runway", "big-call", "top-ups"}
+    assert set(rules) == REPLAYED
     for rule in rules.values():
         assert set(rule) >= {"rule", "kind", "fired", "notifications", "firing_seconds", "episodes"}
         assert rule["fired"] == len(rule["episodes"])

@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import Literal
 
 from dialwatch.backtest.history import ONE_US, BalanceWalk, Select, SuffixSum, lowest, read_back
 from dialwatch.backtest.replay import Inputs, Replay, replay
 from dialwatch.clock import from_micros, to_micros
 from dialwatch.model import SPEND_TYPES, ActivityStats, LedgerItem, SpendSummary
 from dialwatch.providers import REGISTRY, Provider
-from dialwatch.rules.evaluate import item_matches, selects, spend_since
+from dialwatch.rules.evaluate import Seasonal, item_matches, selects, spend_since
 from dialwatch.rules.schema import (
     BalanceBelow,
     ItemRule,
@@ -23,6 +24,7 @@ from dialwatch.rules.schema import (
     RulesFile,
     RunwayBelow,
     SpendAbove,
+    SpendAnomaly,
 )
 from dialwatch.units import Money
 
@@ -74,7 +76,9 @@ def why_skipped(rule: Rule, provider: str) -> str | None:
             f"balance's {plugin.balance_unit or 'units'}, or not every movement): only spend "
             "rules are backtested there"
         )
-    if isinstance(rule, BalanceBelow | RunwayBelow | SpendAbove | ItemRule):
+    if isinstance(rule, RunwayBelow) and rule.burn == "seasonal":
+        return "runway_below with burn: seasonal is not replayed yet (burn: trailing is)"
+    if isinstance(rule, BalanceBelow | RunwayBelow | SpendAbove | SpendAnomaly | ItemRule):
         return None
     return (
         f"{rule.kind} looks at the account's present state (subscription, numbers, cards, "
@@ -129,6 +133,16 @@ async def backtest_account(
             sums[rule.name] = SuffixSum(_spend_of(currency), _micros([*starts, *after]))
         elif isinstance(rule, ItemRule):
             sums[rule.name] = SuffixSum(_matching(rule), _micros(after))
+        elif isinstance(rule, SpendAnomaly):
+            # The window now, and the same window a week (or a day) before, and before.
+            edges = {
+                to_micros(t - o) + edge
+                for t in checks
+                for o in _earlier(rule)
+                for edge in (-to_us(rule.window), 0)
+            }
+            edges |= {to_micros(t) + 1 for t in checks}
+            sums[rule.name] = SuffixSum(_spend_of(currency, rule.match), list(edges))
     hours = _hours(since, until)
     hourly = SuffixSum(_spend_of(currency), _micros(hours))
     learn: dict[timedelta, SuffixSum] = {}
@@ -188,7 +202,7 @@ async def backtest_account(
     def each_check() -> Iterator[Inputs]:
         """Every check's inputs, made as the replay reaches it (never all at once)."""
         for index, t in enumerate(checks):
-            spend, burned, new = {}, {}, {}
+            spend, burned, new, anomaly = {}, {}, {}, {}
             for rule in runnable:
                 if isinstance(rule, SpendAbove):
                     start = spend_since(rule, t)
@@ -199,12 +213,17 @@ async def backtest_account(
                     burned[rule.name] = Money(
                         sums[rule.name].between(t - rule.lookback, t)[0], currency
                     )
+                elif isinstance(rule, SpendAnomaly):
+                    anomaly[rule.name] = _seasonal(
+                        rule, sums[rule.name], t, floor, passed.oldest, currency
+                    )
                 elif isinstance(rule, ItemRule) and index > 0:
                     # The first check reads history, not news: item rules start after it.
                     total, count = sums[rule.name].between(checks[index - 1] + ONE_US, t)
                     new[rule.name] = (count, Money(total, currency))
             at = history.balances[index]
-            yield Inputs(t, Money(at, currency) if at is not None else None, spend, burned, new)
+            balance = Money(at, currency) if at is not None else None
+            yield Inputs(t, balance, spend, burned, new, anomaly)
 
     replayed = replay(rules, runnable, account, provider, each_check())
     return AccountBacktest(account, provider, history, replayed, skipped)
@@ -239,3 +258,43 @@ def _hours(since: datetime, until: datetime) -> list[datetime]:
     first = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     count = int((until - first) / timedelta(hours=1)) + 2
     return [first + timedelta(hours=h) for h in range(count)]
+
+
+def to_us(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+def _earlier(rule: SpendAnomaly) -> list[timedelta]:
+    """How far back each sample a spend_anomaly check compares lies: every week of the
+    baseline, and the six days before (used before a week of history)."""
+    weeks = [timedelta(weeks=k) for k in range(1, rule.baseline // timedelta(weeks=1) + 1)]
+    return [timedelta(0), *weeks, *(timedelta(days=d) for d in range(1, 7))]
+
+
+def _seasonal(
+    rule: SpendAnomaly,
+    sums: SuffixSum,
+    now: datetime,
+    floor: datetime,
+    oldest: datetime | None,
+    currency: str,
+) -> Seasonal:
+    """What the service's `pipeline.evaluate.seasonal` reads from its store, from the
+    sums: the same windows, known when the read covers them and they end after the
+    history began."""
+    window = rule.window
+    first = oldest or now
+
+    def known(end: datetime) -> bool:
+        return end - window >= floor and end >= first
+
+    def spent(end: datetime, inclusive: bool) -> int:
+        start, stop = to_micros(end - window), to_micros(end) + (1 if inclusive else 0)
+        return sums.sum_at(start) - sums.sum_at(stop)
+
+    weeks = [now - o for o in _earlier(rule) if o.days % 7 == 0 and o and known(now - o)]
+    days = [now - o for o in _earlier(rule) if 0 < o.days < 7 and known(now - o)]
+    per: Literal["week", "day"] | None = "week" if weeks else "day" if days else None
+    samples = tuple(spent(end, inclusive=False) for end in weeks or days)
+    history = now - max(floor, first)
+    return Seasonal(now, Money(spent(now, inclusive=True), currency), samples, per, history)

@@ -106,6 +106,7 @@ class Pass:
 
     items: int = 0  # items in [since, until]
     pages: int = 0
+    oldest: datetime | None = None  # the oldest item read: where the history begins
     amounts: Counter[tuple[str, int]] = field(default_factory=Counter)  # spend item sizes
 
 
@@ -131,6 +132,7 @@ async def read_back(
                 walk.after(item, when)
             for s in series:
                 s.add(item)
+            result.oldest = item.occurred_at
             if low <= when <= high:
                 result.items += 1
                 if item.type in ("usage", "charge"):

@@ -23,8 +23,11 @@ from dialwatch.alerting.quiet_hours import quiet_until
 from dialwatch.model import BillingSnapshot, SpendSummary
 from dialwatch.rules.evaluate import (
     Finding,
+    Seasonal,
+    anomalous,
     below_threshold,
     evaluate,
+    expected,
     over_amount,
     runs_out,
 )
@@ -35,6 +38,7 @@ from dialwatch.rules.schema import (
     RulesFile,
     RunwayBelow,
     SpendAbove,
+    SpendAnomaly,
 )
 from dialwatch.units import Money
 
@@ -48,6 +52,7 @@ class Inputs:
     spend: Mapping[str, SpendSummary]  # per spend_above rule
     burned: Mapping[str, Money]  # per runway_below rule
     new_items: Mapping[str, tuple[int, Money]]  # per item rule: count and total
+    seasonal: Mapping[str, Seasonal] = field(default_factory=dict)  # per spend_anomaly rule
 
 
 @dataclass
@@ -224,6 +229,14 @@ def condition(rule: Rule, check: Inputs, was_active: bool) -> bool | None:
         if check.balance is None or burned is None:
             return None
         return runs_out(rule, check.balance, burned)
+    if isinstance(rule, SpendAnomaly):
+        seasonal = check.seasonal.get(rule.name)
+        if seasonal is None:
+            return None
+        if seasonal.per is None or not seasonal.samples:
+            return False  # learning
+        usual = expected(seasonal.samples, seasonal.spend.currency)
+        return anomalous(rule, seasonal.spend.cents, usual)
     return None
 
 

@@ -63,6 +63,7 @@ class Health:
     last_success: datetime | None = None
     last_error: str | None = None
     summaries: dict[str, str] = field(default_factory=dict)  # rule -> what it found last
+    learning: set[str] = field(default_factory=set)  # rules with too little history yet
     quota: QuotaPeriod | None = None  # the plan's usage, where the provider meters one
 
 
@@ -187,8 +188,9 @@ async def _cycle(w: Watcher) -> CycleReport:
     failing_since = (await store.failing_since(account) or now) if errors else None
     # evaluate
     evaluations, spend = await evaluate_rules(
-        store, rules, active, account, provider, now, snapshot, ledger is not None, states
-    )
+        store, rules, active, account, provider, now, snapshot, ledger is not None, states,
+        ledger.covers_since if ledger else None,
+    )  # fmt: skip
     evaluations += watcher_alerts(rules, account, provider, errors, failing_since, now)
     # silence, inhibit, decide
     decided = decide_all(evaluations, states, silences, rules.inhibit, account, now)
@@ -332,6 +334,10 @@ def _record_health(watcher: Watcher, report: CycleReport) -> None:
     for outcome in report.outcomes:
         if outcome.decision is not Decision.EVENT:
             health.summaries[outcome.spec.name] = outcome.finding.summary
+            if outcome.finding.learning:
+                health.learning.add(outcome.spec.name)
+            else:
+                health.learning.discard(outcome.spec.name)
     if report.snapshot is not None:
         health.quota = report.snapshot.quota
     if watcher.metrics is not None:

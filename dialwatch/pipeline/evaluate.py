@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
+from typing import Literal
 
 from dialwatch.alerting.decide import AlertSpec, Decided, rule_spec, watcher_spec
 from dialwatch.alerting.lifecycle import AlertState, Decision, Status
@@ -13,11 +14,16 @@ from dialwatch.delivery.outbox import episode_key
 from dialwatch.errors import AuthError, ProviderError
 from dialwatch.model import BillingSnapshot
 from dialwatch.rules.evaluate import (
+    SEASONAL_HISTORY,
     Finding,
+    Seasonal,
     evaluate,
+    evaluate_anomaly,
     evaluate_runway,
+    evaluate_runway_seasonal,
     evaluate_spend,
     spend_since,
+    usual_week,
 )
 from dialwatch.rules.schema import (
     WATCHER_ALERTS,
@@ -26,8 +32,9 @@ from dialwatch.rules.schema import (
     RunwayBelow,
     SnapshotRule,
     SpendAbove,
+    SpendAnomaly,
 )
-from dialwatch.store import Store
+from dialwatch.store import SpendQuery, Store
 from dialwatch.units import Money, format_duration
 
 AUTH_ALERT, UNHEALTHY_ALERT = WATCHER_ALERTS
@@ -44,6 +51,7 @@ async def evaluate_rules(
     snapshot: BillingSnapshot | None,
     read_ledger: bool,
     states: Mapping[str, AlertState],
+    covers_since: datetime | None = None,
 ) -> tuple[list[Evaluation], dict[str, Money]]:
     """Findings for every rule in `active` whose inputs this check could read, and the
     spend each spend_above rule counted."""
@@ -68,9 +76,82 @@ async def evaluate_rules(
             if balance is not None:
                 burned = await store.spend_total(account, now - rule.lookback, balance.currency)
                 finding = evaluate_runway(rule, balance, burned)
+                if rule.burn == "seasonal":
+                    hours = await store.spend_per_hour(
+                        account, now - SEASONAL_HISTORY, balance.currency
+                    )
+                    usual = usual_week(hours, now)
+                    finding = evaluate_runway_seasonal(rule, balance, usual, burned, now)
+        elif isinstance(rule, SpendAnomaly) and read_ledger:
+            history = await seasonal(store, account, rule, now, covers_since)
+            finding = evaluate_anomaly(rule, history)
         if finding is not None:
             evaluations.append((rule_spec(rules, rule, account, provider), finding))
     return evaluations, spend
+
+
+DIMENSIONS = ("number", "prefix", "fare")
+
+
+async def seasonal(
+    store: Store, account: str, rule: SpendAnomaly, now: datetime, covers: datetime | None
+) -> Seasonal:
+    """The window's spend now and in the same window of each earlier week the stored
+    ledger covers (each earlier day, with less than a week), and who drove an increase:
+    per number, destination prefix and fare, their spend now against their own usual."""
+    currency = await store.spend_currency(account)
+    if covers is None:  # this check did not read the ledger: what the store knows
+        cursor = await store.ledger_cursor(account)
+        covers = cursor.covers_since if cursor and cursor.covers_since else now
+    window, match = rule.window, rule.match
+    # A new account's ledger is whole since long ago but holds a few hours: its history
+    # starts at its first item, and no spend before that is not a quiet week. A window
+    # counts if the stored ledger covers it and it ends after the history began.
+    first = await store.ledger_starts(account) or now
+
+    def known(end: datetime) -> bool:
+        return end - window >= covers and end >= first
+
+    weeks = [
+        now - timedelta(weeks=k)
+        for k in range(1, rule.baseline // timedelta(weeks=1) + 1)
+        if known(now - timedelta(weeks=k))
+    ]
+    days = [now - timedelta(days=d) for d in range(1, 7) if known(now - timedelta(days=d))]
+    per: Literal["week", "day"] | None = "week" if weeks else "day" if days else None
+    ends = weeks or days
+    spent = await store.spend_in(SpendQuery(account, now - window, None, currency, match))
+    samples = tuple(
+        [
+            (await store.spend_in(SpendQuery(account, end - window, end, currency, match))).cents
+            for end in ends
+        ]
+    )
+    contributors: list[tuple[str, int]] = []
+    if ends and spent.cents > sorted(samples)[len(samples) // 2]:
+        until = now + timedelta(microseconds=1)
+        for by in DIMENSIONS:
+            current = await store.spend_by(
+                SpendQuery(account, now - window, until, currency, match), by
+            )
+            before = [
+                await store.spend_by(SpendQuery(account, e - window, e, currency, match), by)
+                for e in ends
+            ]
+            grew = {
+                key: cents - _median([b.get(key, 0) for b in before])
+                for key, cents in current.items()
+            }
+            top = max(grew.items(), key=lambda kv: kv[1], default=None)
+            if top is not None and top[1] > 0:
+                label = f"{top[0]}…" if by == "prefix" else top[0]
+                contributors.append((f"{label} ({by})", top[1]))
+    return Seasonal(now, spent, samples, per, now - max(covers, first), tuple(contributors))
+
+
+def _median(values: list[int]) -> int:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0
 
 
 def watcher_alerts(

@@ -51,6 +51,9 @@ class LedgerSync:
         return LedgerCheckpoint(self.newest, self.keep_since, delivered_rules, self.covers_since)
 
 
+PROGRESS_EVERY = 10_000  # items between two progress lines of a long read
+
+
 async def sync_ledger(
     source: ActivitySource,
     store: Store,
@@ -97,7 +100,20 @@ async def sync_ledger(
     newest = cursor.newest if cursor else now
     new = 0
     pending: list[LedgerItem] = []
+    read, reported = 0, 0
     async for batch in source.read_activity(floor, stats):
+        read += len(batch)
+        if read - reported >= PROGRESS_EVERY and batch:
+            # A first start reads weeks of history (spend_anomaly's baseline): say how far.
+            reported = read
+            log.info(
+                "ledger.progress",
+                account=account,
+                items=read,
+                pages=stats.requests,
+                reached=batch[-1].occurred_at.isoformat(),
+                reading_back_to=floor.isoformat(),
+            )
         if batch:
             # The cursor never passes the check's own time: one item dated in the future
             # would otherwise push the next read's floor past everything before it.

@@ -32,7 +32,7 @@ Headers = Callable[[str, str | None], dict[str, str]]  # (api_key, api_email) ->
 ErrorText = Callable[[bytes], str | None]
 
 # Rule kinds fed by a ledger of money items (any provider with a billing history).
-SPEND_KINDS = ("spend_above", "usage_item", "ledger_event")
+SPEND_KINDS = ("spend_above", "usage_item", "ledger_event", "spend_anomaly")
 
 
 def bearer(api_key: str, api_email: str | None) -> dict[str, str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fnmatch import fnmatchcase
+from typing import Literal
 from zoneinfo import ZoneInfo
 
+from dialwatch.clock import to_micros
 from dialwatch.model import (
     SPEND_TYPES,
     BillingSnapshot,
@@ -17,6 +20,7 @@ from dialwatch.model import (
     SpendSummary,
 )
 from dialwatch.rules.schema import (
+    SENSITIVITY,
     BalanceBelow,
     ItemRule,
     LedgerEvent,
@@ -29,19 +33,22 @@ from dialwatch.rules.schema import (
     RunwayBelow,
     SnapshotRule,
     SpendAbove,
+    SpendAnomaly,
     SubscriptionCancelling,
     UsageItem,
 )
-from dialwatch.units import Money, format_duration
+from dialwatch.units import Money, format_duration, minor_digits
 
 
 @dataclass(frozen=True)
 class Finding:
-    """Whether a rule's condition holds now, and the facts a person needs to act on it."""
+    """Whether a rule's condition holds now, and the facts a person needs to act on it.
+    `learning`: the rule cannot judge yet (a spend_anomaly with too little history)."""
 
     active: bool
     summary: str
     facts: tuple[tuple[str, str], ...] = ()
+    learning: bool = False
 
 
 def evaluate(
@@ -282,7 +289,9 @@ def history_needed(rules: tuple[Rule, ...], now: datetime) -> timedelta:
         if isinstance(rule, SpendAbove):
             spans.append(now - spend_since(rule, now))
         elif isinstance(rule, RunwayBelow):
-            spans.append(rule.lookback)
+            spans.append(SEASONAL_HISTORY if rule.burn == "seasonal" else rule.lookback)
+        elif isinstance(rule, SpendAnomaly):
+            spans.append(rule.baseline + rule.window)
     return max(spans)
 
 
@@ -431,3 +440,178 @@ def _local(moment: datetime, timezone: str) -> str:
 
 def _round_to_minutes(delta: timedelta) -> timedelta:
     return timedelta(minutes=int(delta.total_seconds() // 60))
+
+
+@dataclass(frozen=True)
+class Seasonal:
+    """What a spend_anomaly rule judges: the window's spend now, and the same window at
+    this hour in each earlier week (`per` "week") or, with less than a week of history,
+    each earlier day ("day"); `per` None: too little history (learning)."""
+
+    now: datetime
+    spend: Money
+    samples: tuple[int, ...]  # cents, newest first
+    per: Literal["week", "day"] | None
+    history: timedelta  # how much stored history there is
+    contributors: tuple[tuple[str, int], ...] = ()  # (who, cents above their own usual)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The usual spend of a window: the median of the samples, the range they span, and
+    the scale a deviation is measured in (1.4826 MADs, at least a tenth of the median
+    and one whole unit: a usually idle hour does not fire on one call)."""
+
+    median: int
+    low: int
+    high: int
+    scale: int
+
+
+def expected(samples: tuple[int, ...], currency: str) -> Expected:
+    ordered = sorted(samples)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) // 2
+    deviations = sorted(abs(x - median) for x in ordered)
+    mad = deviations[middle] if len(deviations) % 2 else (
+        deviations[middle - 1] + deviations[middle]) // 2  # fmt: skip
+    floor = max(10 ** minor_digits(currency), median // 10)
+    return Expected(median, ordered[0], ordered[-1], max(mad * 14_826 // 10_000, floor))
+
+
+def anomalous(rule: SpendAnomaly, spend: int, usual: Expected) -> bool:
+    """The spend_anomaly condition: beyond the usual by the sensitivity's robust z-score,
+    by `min_impact` and by `min_percent`, all three, in the rule's direction."""
+    z10 = int(SENSITIVITY[rule.sensitivity] * 10)
+
+    def beyond(excess: int) -> bool:
+        return (
+            excess * 10 >= z10 * usual.scale
+            and excess >= rule.min_impact.cents
+            and excess * 100 >= rule.min_percent * usual.median
+        )
+
+    up = beyond(spend - usual.median)
+    down = beyond(usual.median - spend) if usual.median > 0 else False
+    return {"up": up, "down": down, "both": up or down}[rule.direction]
+
+
+def evaluate_anomaly(rule: SpendAnomaly, seasonal: Seasonal) -> Finding:
+    """Spend in the window against the same window of the account's usual week."""
+    spend, currency = seasonal.spend, seasonal.spend.currency
+    window = format_duration(rule.window)
+    if seasonal.per is None or not seasonal.samples:
+        had = format_duration(_round_to_minutes(seasonal.history))
+        return Finding(
+            False,
+            f"learning: {had} of history; judges spend from one day on (daily), "
+            "and by the week from one week on",
+            (("History", had),),
+            learning=True,
+        )
+    usual = expected(seasonal.samples, currency)
+    active = anomalous(rule, spend.cents, usual)
+    end = seasonal.now.astimezone(UTC)
+    when = f"on {end:%A}s at {end:%H:%M} UTC" if seasonal.per == "week" else f"at {end:%H:%M} UTC"
+    low, high = Money(usual.low, currency), Money(usual.high, currency)
+    usually = f"usually {low} to {high} {when}" if low != high else f"usually {low} {when}"
+    change = spend.cents - usual.median
+    sign = "+" if change >= 0 else "-"
+    percent = f" ({sign}{abs(change) * 100 // usual.median:,}%)" if usual.median else ""
+    facts = [
+        ("Spend", f"{spend} in the last {window}"),
+        ("Usually", usually),
+        (
+            "Impact",
+            f"{sign}{Money(abs(change), currency)}{percent} against the usual "
+            f"{Money(usual.median, currency)}",
+        ),
+    ]
+    if seasonal.contributors and change > 0:
+        facts.append(("Increase from", _increase_from(seasonal.contributors, currency)))
+    span = len(seasonal.samples)
+    facts.append(("Baseline", f"the same {window} in the last {span} {seasonal.per}(s)"))
+    facts.append(("Window", window))
+    what = f"{rule.match.fare} " if rule.match.fare else ""
+    if active and change < 0 and spend.cents == 0:
+        summary = f"no {what}spend for {window}; {usually}"
+    elif active:
+        summary = f"{spend} in the last {window}; {usually}"
+    else:
+        summary = f"{spend} in the last {window}, within the usual ({usually})"
+    return Finding(active, summary, tuple(facts))
+
+
+def _increase_from(contributors: tuple[tuple[str, int], ...], currency: str) -> str:
+    return ", ".join(f"+{Money(cents, currency)} from {who}" for who, cents in contributors)
+
+
+SEASONAL_HISTORY = timedelta(weeks=4)
+HOUR_US = 3_600_000_000
+
+
+def usual_week(per_hour: Mapping[int, int], now: datetime) -> dict[int, int] | None:
+    """Each hour of the week's usual spend: the median over the last weeks of what that
+    hour spent (`per_hour`: hour index since the epoch -> cents). None with less than a
+    week of history (the first hour with spend is where it starts)."""
+    if not per_hour:
+        return None
+    current = to_micros(now) // HOUR_US
+    start = max(min(per_hour), current - SEASONAL_HISTORY // timedelta(hours=1))
+    weeks = (current - start) // 168
+    if weeks < 1:
+        return None
+    usual = {}
+    for slot in range(168):
+        samples = sorted(per_hour.get(current - slot - 168 * k, 0) for k in range(1, weeks + 1))
+        usual[(current - slot) % 168] = samples[len(samples) // 2]
+    return usual
+
+
+def empties_seasonally(
+    rule: RunwayBelow, balance: Money, usual: Mapping[int, int], now: datetime
+) -> timedelta | None:
+    """When the wallet is empty if each coming hour spends what it usually does; None
+    if not within the runway (or the weeks usually spend nothing)."""
+    if balance.cents <= 0:
+        return timedelta(0)
+    current = to_micros(now) // HOUR_US
+    left = balance.cents
+    for ahead in range(1, rule.runway // timedelta(hours=1) + 1):
+        left -= usual.get((current + ahead) % 168, 0)
+        if left <= 0:
+            return timedelta(hours=ahead)
+    return None
+
+
+def evaluate_runway_seasonal(
+    rule: RunwayBelow, balance: Money, usual: Mapping[int, int] | None, burned: Money, now: datetime
+) -> Finding:
+    """runway_below with `burn: seasonal`; the trailing burn until a week of history."""
+    if usual is None:
+        finding = evaluate_runway(rule, balance, burned)
+        return Finding(
+            finding.active,
+            finding.summary,
+            (*finding.facts, ("Burn", "trailing until a week of history (then seasonal)")),
+        )
+    week = sum(usual.values())
+    empty = empties_seasonally(rule, balance, usual, now)
+    facts = (
+        ("Balance", str(balance)),
+        ("Burn rate", f"{Money(week, balance.currency)}/week, by each hour's usual spend"),
+        ("Runway threshold", format_duration(rule.runway)),
+    )
+    if empty is None:
+        return Finding(
+            False,
+            f"the wallet ({balance}) outlasts {format_duration(rule.runway)} at the usual "
+            "spend of the hours ahead",
+            facts,
+        )
+    return Finding(
+        True,
+        f"at the usual spend of the hours ahead the wallet ({balance}) empties in about "
+        f"{format_duration(empty)}, within {format_duration(rule.runway)}",
+        (*facts, ("Time to empty", f"about {format_duration(empty)}")),
+    )

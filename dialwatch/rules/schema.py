@@ -179,6 +179,41 @@ class RunwayBelow(_RuleBase):
     kind: Literal["runway_below"]
     runway: Duration
     lookback: Duration = timedelta(hours=24)
+    # trailing: the burn of the last `lookback`; seasonal: each coming hour spends what
+    # that hour of the week usually does (the last 4 weeks), so a Friday evening's runway
+    # counts the quiet weekend ahead.
+    burn: Literal["trailing", "seasonal"] = "trailing"
+
+
+def _baseline(value: object) -> timedelta:
+    delta = parse_duration(value)
+    if delta < timedelta(weeks=1) or delta % timedelta(weeks=1):
+        raise ValueError("baseline is whole weeks, at least 1w (e.g. 4w)")
+    return delta
+
+
+# The robust z-score (distance from the median in scaled MADs) each sensitivity needs.
+SENSITIVITY = {"low": 5.0, "medium": 3.5, "high": 2.5}
+
+
+class SpendAnomaly(_RuleBase):
+    """Spend in the trailing `window` is far from what this hour of the week usually
+    spends (the median of the same window in each of the `baseline` weeks)."""
+
+    kind: Literal["spend_anomaly"]
+    window: Duration = timedelta(hours=1)
+    baseline: Annotated[timedelta, PlainValidator(_baseline)] = timedelta(weeks=4)
+    direction: Literal["up", "down", "both"] = "up"
+    sensitivity: Literal["low", "medium", "high"] = "medium"
+    min_impact: MoneyAmount = Money(2_000)
+    min_percent: Annotated[int, Field(ge=0)] = 50
+    match: Match = Match()
+
+    @model_validator(mode="after")
+    def _short_window(self) -> SpendAnomaly:
+        if not timedelta(minutes=5) <= self.window <= timedelta(days=1):
+            raise ValueError("window must be between 5m and 24h")
+        return self
 
 
 class QuotaAbove(_RuleBase):
@@ -205,7 +240,8 @@ Rule = Annotated[
     | UsageItem
     | LedgerEvent
     | RunwayBelow
-    | QuotaAbove,
+    | QuotaAbove
+    | SpendAnomaly,
     Field(discriminator="kind"),
 ]
 RULE_KINDS: dict[str, type[_RuleBase]] = {
@@ -218,6 +254,7 @@ RULE_KINDS: dict[str, type[_RuleBase]] = {
     "ledger_event": LedgerEvent,
     "runway_below": RunwayBelow,
     "quota_above": QuotaAbove,
+    "spend_anomaly": SpendAnomaly,
 }
 ANY_RULE: TypeAdapter[Rule] = TypeAdapter(Rule)
 SnapshotRule = (
@@ -226,7 +263,7 @@ SnapshotRule = (
 # dialwatch's own alerts, by name, with their kinds: they can be silenced and inhibit.
 WATCHER_ALERTS = {"dialwatch-api-auth": "watcher_auth", "dialwatch-unhealthy": "watcher_unhealthy"}
 # Rules fed by the activity ledger; without any, the ledger is not read at all.
-LEDGER_KINDS = (SpendAbove, UsageItem, LedgerEvent, RunwayBelow)
+LEDGER_KINDS = (SpendAbove, UsageItem, LedgerEvent, RunwayBelow, SpendAnomaly)
 # Rules that are events (one message per batch of new items), not conditions that hold.
 ItemRule = UsageItem | LedgerEvent
 # Keys a rule inherits from `defaults:` when it does not set them itself.

@@ -24,6 +24,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "payment_method_expiring": ("payment_method", "expires", "warning_window", "payg_numbers"),
     "spend_above": ("spend", "threshold", "window", "counting", "top_numbers", "top_items"),
     "runway_below": ("balance", "burn_rate", "time_to_empty", "runway_threshold"),
+    "spend_anomaly": ("spend", "usually", "impact", "increase_from", "baseline", "window"),
     "usage_item": ("count", "total", "items"),
     "ledger_event": ("count", "total", "items"),
     "quota_above": ("used", "plan_limit", "overage", "period", "time_left_in_the_month"),

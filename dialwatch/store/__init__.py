@@ -12,7 +12,14 @@ from yarl import URL
 
 from dialwatch.logs import REDACTOR
 from dialwatch.settings import default_replica, is_postgres
-from dialwatch.store.protocol import Fence, LedgerCheckpoint, LedgerCursor, ReplicaInfo, Store
+from dialwatch.store.protocol import (
+    Fence,
+    LedgerCheckpoint,
+    LedgerCursor,
+    ReplicaInfo,
+    SpendQuery,
+    Store,
+)
 from dialwatch.store.sqlite import SqliteStore
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "LedgerCheckpoint",
     "LedgerCursor",
     "ReplicaInfo",
+    "SpendQuery",
     "Store",
     "is_postgres",
     "open_copy",

@@ -18,7 +18,7 @@ from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.delivery.messages import Message, Part
 from dialwatch.delivery.outbox import REFRESH, OutboxRow
 from dialwatch.model import SPEND_TYPES
-from dialwatch.store.protocol import LedgerCursor
+from dialwatch.store.protocol import LedgerCursor, SpendQuery
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HISTORY_STEP_US,
@@ -37,6 +37,10 @@ Row = tuple[Any, ...]
 
 def micros(delta: timedelta) -> int:
     return delta // timedelta(microseconds=1)
+
+
+SPEND_BY = {"number": "number", "fare": "COALESCE(fare, description)",
+            "prefix": "substr(number, 1, 5)"}  # fmt: skip
 
 
 class SqlTables(ABC):
@@ -155,9 +159,46 @@ class SqlTables(ABC):
 
     async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
         """Spend since `since`, without the contributors (one query, not three)."""
-        where, params = spend_filter(account, since, currency, postgres=self.postgres)
+        return await self.spend_in(SpendQuery(account, since, None, currency))
+
+    async def spend_in(self, query: SpendQuery) -> Money:
+        """The spend `query` selects (one query)."""
+        where, params = self._spend_filter(query)
         row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
-        return Money(int(row[0]) if row else 0, currency)
+        return Money(int(row[0]) if row else 0, query.currency)
+
+    async def spend_by(self, query: SpendQuery, by: str) -> dict[str, int]:
+        """The spend `query` selects per "number", "fare" (or the description) or
+        "prefix" (the number's first five characters, as a destination)."""
+        column = SPEND_BY[by]
+        where, params = self._spend_filter(query)
+        rows = await self._all(
+            f"SELECT {column}, SUM(cents) FROM ledger WHERE {where} AND {column} IS NOT NULL "
+            "GROUP BY 1",
+            params,
+        )
+        return {str(key): int(cents) for key, cents in rows}
+
+    def _spend_filter(self, q: SpendQuery) -> tuple[str, list[object]]:
+        return spend_filter(
+            q.account, q.since, q.currency, q.match, q.until, postgres=self.postgres
+        )
+
+    async def spend_per_hour(self, account: str, since: datetime, currency: str) -> dict[int, int]:
+        """Spend since `since` per hour (hours since the epoch -> cents)."""
+        where, params = spend_filter(account, since, currency, postgres=self.postgres)
+        rows = await self._all(
+            f"SELECT occurred_at / 3600000000, SUM(cents) FROM ledger WHERE {where} GROUP BY 1",
+            params,
+        )
+        return {int(hour): int(cents) for hour, cents in rows}
+
+    async def ledger_starts(self, account: str) -> datetime | None:
+        """When the oldest stored item of the account happened (keys start with it)."""
+        row = await self._one(
+            "SELECT key FROM ledger WHERE account = ? ORDER BY key LIMIT 1", (account,)
+        )
+        return from_micros(int(row[0][:16], 16)) if row else None
 
     async def spend_currency(self, account: str) -> str:
         row = await self._one(

@@ -29,6 +29,16 @@ class LedgerCursor(NamedTuple):
     covers_since: datetime | None  # every item since then is stored (None: not known)
 
 
+class SpendQuery(NamedTuple):
+    """Spend items in `currency` in [since, until) (no until: to now) that `match` selects."""
+
+    account: str
+    since: datetime
+    until: datetime | None
+    currency: str
+    match: Match | None = None
+
+
 @dataclass(frozen=True)
 class LedgerCheckpoint:
     """What a check read of the ledger, committed with its alerts."""
@@ -135,6 +145,22 @@ class Store(OutboxStore, Protocol):
         ...
 
     async def spend_total(self, account: str, since: datetime, currency: str) -> Money: ...
+
+    async def spend_in(self, query: SpendQuery) -> Money:
+        """The spend `query` selects (one query, no contributors)."""
+        ...
+
+    async def spend_by(self, query: SpendQuery, by: str) -> dict[str, int]:
+        """The spend `query` selects per number, fare or destination prefix (`by`)."""
+        ...
+
+    async def spend_per_hour(self, account: str, since: datetime, currency: str) -> dict[int, int]:
+        """Spend since `since` per hour since the epoch (cents)."""
+        ...
+
+    async def ledger_starts(self, account: str) -> datetime | None:
+        """When the account's oldest stored ledger item happened (None: none stored)."""
+        ...
 
     async def spend_currency(self, account: str) -> str:
         """The currency of the account's latest spend item (USD before there is one)."""

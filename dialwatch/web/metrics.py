@@ -88,6 +88,10 @@ class Metrics:
             "lease_held", "1 for each account whose lease this replica holds", account
         )
         self.replica_info = gauge("replica_info", "This replica's name, as the value 1", "replica")
+        self.learning = gauge(
+            "rule_learning", "1 while a rule has too little history to judge (spend_anomaly)",
+            account, "rule",
+        )  # fmt: skip
         self.alert_state = gauge(
             "alert_state", "1 for the state each alert is in, 0 for the others",
             account, "rule", "state",
@@ -121,6 +125,8 @@ class Metrics:
         for outcome in report.outcomes:
             if outcome.decision is Decision.EVENT:
                 continue
+            if outcome.spec.kind == "spend_anomaly":
+                self.learning.labels(account, outcome.spec.name).set(int(outcome.finding.learning))
             for status in Status:
                 value = 1 if outcome.state.status is status else 0
                 self.alert_state.labels(account, outcome.spec.name, status.value).set(value)

@@ -230,6 +230,12 @@ async def _account_section(watcher: Watcher, now: datetime, glance: Glance) -> s
         spend = await store.spend_by_day(account, now - timedelta(days=DAYS - 1), glance.currency)
         charts += f"""<h3>Spend per day (UTC)</h3>
 {_spend_chart(account, days, spend, glance.currency, reads_ledger=glance.reads_ledger)}"""
+    if health.learning:
+        rules = ", ".join(sorted(health.learning))
+        charts += (
+            f'<p class="muted" id="learning-{escape(account)}">Learning (too little history '
+            f"to judge yet): {escape(rules)}.</p>"
+        )
     if glance.quota is not None:
         charts += f'<h3>Quota this period</h3><p id="quota-{escape(account)}">{escape(_quota_text(glance.quota))}</p>'
     last_error = (
