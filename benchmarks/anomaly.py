@@ -88,9 +88,11 @@ def generate(seed: int) -> tuple[list[LedgerItem], list[Incident], date]:
     holiday = (start + timedelta(weeks=6)).date() + timedelta(days=rng.randrange(5))
     incidents: list[Incident] = []
     for week in range(WEEKS // 2, WEEKS):
-        # One incident a day, on different weekdays, never overlapping; the day-long ramp
-        # last. In waking hours: a night's spend is below min_impact, by design quiet.
-        days = sorted(rng.sample(range(5), len(SHAPES)))
+        # One incident a day, on different weekdays (not the holiday), never overlapping;
+        # the day-long ramp last. In waking hours: a night's spend is below min_impact,
+        # by design quiet.
+        free = [d for d in range(5) if (start + timedelta(weeks=week, days=d)).date() != holiday]
+        days = sorted(rng.sample(free, len(SHAPES)))
         for shape, day in zip(("drop", "spike", "fraud", "ramp"), days, strict=True):
             hour = rng.randrange(10, 17) if shape == "drop" else rng.randrange(8, 21)
             at = start + timedelta(weeks=week, days=day, hours=hour, minutes=rng.randrange(60))

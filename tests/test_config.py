@@ -10,7 +10,7 @@ import pytest
 from dialwatch.alerting.routing import targets_for
 from dialwatch.errors import ConfigError
 from dialwatch.rules.loading import load_rules
-from dialwatch.rules.schema import BalanceBelow, SpendAbove
+from dialwatch.rules.schema import BalanceBelow, SpendAbove, SpendAnomaly
 from dialwatch.units import Money
 
 CASES = Path(__file__).parent / "config_cases"
@@ -315,7 +315,15 @@ def test_example_rules_file_is_valid_and_means_what_it_says() -> None:
         "money-in",
         "cloudflare-charges",
         "runway",
+        "spend-spike",
     ]
+    spike = rules.rules[-1]
+    assert isinstance(spike, SpendAnomaly)
+    assert (spike.window, spike.baseline, spike.min_impact) == (
+        timedelta(hours=1),
+        timedelta(weeks=4),
+        Money(2000, "USD"),
+    )
     assert rules.time_intervals["nights"][0].weekdays == (0, 1, 2, 3, 4)
     assert rules.inhibit[0].target.rule == ("wallet-low",)
     assert (rules.digest[0].every, rules.digest[0].weekday) == ("week", 0)

@@ -106,7 +106,7 @@ async def test_one_error_per_mistake_and_yaml_errors_show_the_line(tmp_path: Pat
         "rules.yaml:5:5: rules[0].kind: unknown rule kind; did you mean 'balance_below'? valid "
         "kinds: balance_below, subscription_cancelling, numbers_at_risk, "
         "payment_method_expiring, spend_above, usage_item, ledger_event, runway_below, "
-        "quota_above",
+        "quota_above, spend_anomaly",
     ]
 
     rules.write_text("channels:\n  oncall: json://x/y\nrules:\n  - name: low\n     kind: x\n")
