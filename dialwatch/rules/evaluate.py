@@ -10,7 +10,6 @@ from fnmatch import fnmatchcase
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from dialwatch.clock import to_micros
 from dialwatch.model import (
     SPEND_TYPES,
     BillingSnapshot,
@@ -547,7 +546,11 @@ def _increase_from(contributors: tuple[tuple[str, int], ...], currency: str) -> 
 
 
 SEASONAL_HISTORY = timedelta(weeks=4)
-HOUR_US = 3_600_000_000
+
+
+def _hour(moment: datetime) -> int:
+    """Hours since the epoch (the store's `spend_per_hour` keys)."""
+    return int(moment.timestamp()) // 3600
 
 
 def usual_week(per_hour: Mapping[int, int], now: datetime) -> dict[int, int] | None:
@@ -556,7 +559,7 @@ def usual_week(per_hour: Mapping[int, int], now: datetime) -> dict[int, int] | N
     week of history (the first hour with spend is where it starts)."""
     if not per_hour:
         return None
-    current = to_micros(now) // HOUR_US
+    current = _hour(now)
     start = max(min(per_hour), current - SEASONAL_HISTORY // timedelta(hours=1))
     weeks = (current - start) // 168
     if weeks < 1:
@@ -575,7 +578,7 @@ def empties_seasonally(
     if not within the runway (or the weeks usually spend nothing)."""
     if balance.cents <= 0:
         return timedelta(0)
-    current = to_micros(now) // HOUR_US
+    current = _hour(now)
     left = balance.cents
     for ahead in range(1, rule.runway // timedelta(hours=1) + 1):
         left -= usual.get((current + ahead) % 168, 0)
