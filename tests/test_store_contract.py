@@ -22,7 +22,7 @@ from dialwatch.delivery.outbox import OutboxEntry, Unrecorded, deliver_due
 from dialwatch.errors import ConfigError, LeaseLost, StateUnavailable
 from dialwatch.model import LedgerItem, time_key
 from dialwatch.rules.schema import Channel, Match
-from dialwatch.store import Fence, LedgerCheckpoint, Store, open_store
+from dialwatch.store import Fence, LedgerCheckpoint, SpendQuery, Store, open_store
 from dialwatch.store.transfer import import_sqlite
 from dialwatch.units import Money
 from tests.servers import WebhookReceiver
@@ -196,6 +196,49 @@ async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store)
     assert await store.ledger_cursor("dial") == (NOW, NOW - timedelta(minutes=4))
     assert (await store.item_matches("dial", "big-call", 10)).count == 0
     assert (await store.spend("dial", since, "USD")).count == 2  # the oldest item pruned
+
+
+async def test_windows_by_contributor_by_hour_and_where_the_history_starts(store: Store) -> None:
+    """What spend_anomaly, seasonal runway and the status page read: spend in a window
+    with a match, per number, prefix and fare, per hour, and the oldest stored item."""
+    items = [usage(90, 1200, "voice.outbound"), usage(50, 300, "sms.intl", "+442079460001"),
+             usage(20, 50, "sms.intl", "+442079460002"), usage(10, 25, "voice.outbound")]  # fmt: skip
+    await store.add_ledger_items("dial", items, None)
+    hour = SpendQuery("dial", NOW - timedelta(hours=1), NOW, "USD")
+    assert await store.spend_in(hour) == Money(375)
+    sms = hour._replace(match=Match(fare="sms.*"))
+    assert await store.spend_in(sms) == Money(350)
+    assert await store.spend_by(hour, "number") == {
+        "+442079460001": 300, "+442079460002": 50, "+15550100": 25,
+    }  # fmt: skip
+    assert await store.spend_by(hour, "prefix") == {"+4420": 350, "+1555": 25}
+    assert await store.spend_by(hour, "fare") == {"sms.intl": 350, "voice.outbound": 25}
+    per_hour = await store.spend_per_hour("dial", NOW - timedelta(hours=2), "USD")
+    assert sum(per_hour.values()) == 1575
+    assert set(per_hour) <= {int(NOW.timestamp()) // 3600 - 2, int(NOW.timestamp()) // 3600 - 1}
+    assert await store.ledger_starts("dial") == NOW - timedelta(minutes=90)
+    assert await store.ledger_starts("other") is None
+
+
+async def test_rebuilt_balance_history_never_replaces_a_reading(store: Store) -> None:
+    await store.commit_check("dial", NOW, {}, [], EXPIRES, balance=Money(4000))
+    earlier = [(NOW - timedelta(minutes=15 * k), Money(5000 + k)) for k in range(1, 5)]
+    assert await store.add_balance_history("dial", [*earlier, (NOW, Money(1))]) == 4
+    history = await store.balance_history("dial", NOW - timedelta(hours=2))
+    assert [m.cents for _, m in history] == [5004, 5003, 5002, 5001, 4000]
+
+
+async def test_notifications_are_searched_by_title_channel_or_rule(store: Store) -> None:
+    await store.commit_check(
+        "dial", NOW, {}, [OutboxEntry("dial/wallet-low", "first", "oncall", message("Low 100%")),
+                          OutboxEntry("dial/spike", "first", "finance", message("Spike_x"))],
+        EXPIRES,
+    )  # fmt: skip
+    found = {r.channel for r in await store.recent_notifications(10, "WALLET")}
+    assert found == {"oncall"}
+    assert {r.channel for r in await store.recent_notifications(10, "finance")} == {"finance"}
+    assert await store.recent_notifications(10, "100%_") == []  # % and _ are literal
+    assert len(await store.recent_notifications(10, "100%")) == 1
 
 
 async def test_silences_mute_until_they_end(store: Store) -> None:
