@@ -16,20 +16,17 @@ Run: python benchmarks/backtest.py [N ...]   (default: 20000 205000)
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ledger_read import KEY, Measured, _bare
+from ledger_read import KEY, Measured, _bare, report, run_client
 
 END = datetime(2026, 11, 28, tzinfo=UTC)
 DAYS = 30
@@ -89,18 +86,7 @@ async def _backtest(base_url: str) -> tuple[int, Measured]:
 
 
 def _client(mode: str, base_url: str) -> None:
-    count, measured = asyncio.run(_bare(base_url) if mode == "bare" else _backtest(base_url))
-    print(json.dumps({"items": count, "seconds": measured.seconds,
-                      "rss_growth_kb": measured.rss_growth_kb}))  # fmt: skip
-
-
-def _run_client(mode: str, base_url: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--client", mode, base_url],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    report(_bare(base_url) if mode == "bare" else _backtest(base_url))
 
 
 def main(sizes: list[int]) -> None:
@@ -112,8 +98,8 @@ def main(sizes: list[int]) -> None:
         server.start()
         base_url = f"http://127.0.0.1:{ports.get(timeout=300)}"
         try:
-            bare = _run_client("bare", base_url)
-            ours = _run_client("backtest", base_url)
+            bare = run_client(__file__, "bare", base_url)
+            ours = run_client(__file__, "backtest", base_url)
         finally:
             server.terminate()
         items = ours["items"]

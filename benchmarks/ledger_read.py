@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,19 +145,29 @@ async def _dialwatch(base_url: str) -> tuple[int, Measured]:
     return report.ledger.new_items, measured
 
 
-def _client(mode: str, base_url: str) -> None:
-    count, measured = asyncio.run(_bare(base_url) if mode == "bare" else _dialwatch(base_url))
+def report(work: Coroutine[Any, Any, tuple[int, Measured]]) -> None:
+    """Run a measured client and print its figures (the last line a client prints)."""
+    count, measured = asyncio.run(work)
     print(json.dumps({"items": count, "seconds": measured.seconds,
                       "rss_growth_kb": measured.rss_growth_kb}))  # fmt: skip
 
 
-def _run_client(mode: str, base_url: str) -> dict[str, Any]:
+def run_client(script: str, mode: str, base_url: str) -> dict[str, Any]:
+    """`script --client MODE BASE_URL` in a fresh process, and the figures it printed."""
     out = subprocess.run(
-        [sys.executable, __file__, "--client", mode, base_url],
+        [sys.executable, script, "--client", mode, base_url],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def _client(mode: str, base_url: str) -> None:
+    report(_bare(base_url) if mode == "bare" else _dialwatch(base_url))
+
+
+def _run_client(mode: str, base_url: str) -> dict[str, Any]:
+    return run_client(__file__, mode, base_url)
 
 
 def main(sizes: list[int], postgres: bool) -> None:

@@ -10,7 +10,15 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Literal
 
-from dialwatch.backtest.history import ONE_US, BalanceWalk, Select, SuffixSum, lowest, read_back
+from dialwatch.backtest.history import (
+    ONE_US,
+    BalanceWalk,
+    Select,
+    SuffixSum,
+    lowest,
+    micros,
+    read_back,
+)
 from dialwatch.backtest.replay import Inputs, Replay, replay
 from dialwatch.clock import from_micros, to_micros
 from dialwatch.model import SPEND_TYPES, ActivityStats, LedgerItem, SpendSummary
@@ -127,12 +135,12 @@ async def backtest_account(
         if isinstance(rule, SpendAbove):
             starts = [spend_since(rule, t) for t in checks]
             selector = _spend_of(rule.amount.currency, rule.match)
-            sums[rule.name] = SuffixSum(selector, _micros([*starts, *after]))
+            sums[rule.name] = SuffixSum(selector, micros([*starts, *after]))
         elif isinstance(rule, RunwayBelow):
             starts = [t - rule.lookback for t in checks]
-            sums[rule.name] = SuffixSum(_spend_of(currency), _micros([*starts, *after]))
+            sums[rule.name] = SuffixSum(_spend_of(currency), micros([*starts, *after]))
         elif isinstance(rule, ItemRule):
-            sums[rule.name] = SuffixSum(_matching(rule), _micros(after))
+            sums[rule.name] = SuffixSum(_matching(rule), micros(after))
         elif isinstance(rule, SpendAnomaly):
             # The window now, and the same window a week (or a day) before, and before.
             edges = {
@@ -144,22 +152,22 @@ async def backtest_account(
             edges |= {to_micros(t) + 1 for t in checks}
             sums[rule.name] = SuffixSum(_spend_of(currency, rule.match), list(edges))
     hours = _hours(since, until)
-    hourly = SuffixSum(_spend_of(currency), _micros(hours))
+    hourly = SuffixSum(_spend_of(currency), micros(hours))
     learn: dict[timedelta, SuffixSum] = {}
     days = [since + timedelta(days=d) for d in range((until - since).days + 2)]
     if suggest:
         for window in SUGGEST_WINDOWS:
             points = [t - window for t in checks] + after
-            learn[window] = SuffixSum(_spend_of(currency), _micros(points))
+            learn[window] = SuffixSum(_spend_of(currency), micros(points))
     walk = None
     burn = None
     if plugin.wallet_effect is not None and snapshot.balance is not None:
         walk = BalanceWalk(
-            plugin.wallet_effect, snapshot.balance.cents, _micros([since, until, *checks]),
+            plugin.wallet_effect, snapshot.balance.cents, micros([since, until, *checks]),
             to_micros(since), to_micros(until),
         )  # fmt: skip
         effect = plugin.wallet_effect
-        burn = SuffixSum(lambda i: -effect(i) if effect(i) < 0 else None, _micros(days))
+        burn = SuffixSum(lambda i: -effect(i) if effect(i) < 0 else None, micros(days))
     # As far back as the first check's windows reach, as the service's first read does.
     earliest = [s.at[0] for s in [*sums.values(), *learn.values()] if s.at]
     floor = from_micros(min([to_micros(since), *earliest]))
@@ -247,10 +255,6 @@ def _history(
     balance = Balance(start, end, low_cents, low_at)
     balances: list[int | None] = [walk.at_time(t) for t in checks]
     return History(items, pages, currency, balance, list(checks), balances, Counter(), {}, [])
-
-
-def _micros(times: Sequence[datetime]) -> list[int]:
-    return [to_micros(t) for t in times]
 
 
 def _hours(since: datetime, until: datetime) -> list[datetime]:

@@ -105,7 +105,6 @@ class Pass:
     """What one read of the ledger leaves behind."""
 
     items: int = 0  # items in [since, until]
-    pages: int = 0
     oldest: datetime | None = None  # the oldest item read: where the history begins
     amounts: Counter[tuple[str, int]] = field(default_factory=Counter)  # spend item sizes
 
@@ -143,7 +142,7 @@ async def read_back(
     return result
 
 
-def micros_range(times: Iterable[datetime]) -> list[int]:
+def micros(times: Iterable[datetime]) -> list[int]:
     return [to_micros(t) for t in times]
 
 
@@ -181,7 +180,7 @@ async def rebuild_balance(
     while at < first - STEP:
         points.append(at)
         at += STEP
-    walk = BalanceWalk(effect, latest.cents, [to_micros(p) for p in points], 0, 0)
+    walk = BalanceWalk(effect, latest.cents, micros(points), 0, 0)
     await read_back(source.read_activity(since, ActivityStats()), [], walk, since, now)
     rebuilt = [(p, Money(walk.at_time(p), latest.currency)) for p in points]
     return await store.add_balance_history(account, rebuilt)

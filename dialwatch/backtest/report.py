@@ -4,6 +4,7 @@ as text for a terminal, and as one self-contained HTML page (inline SVG, no scri
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from html import escape
@@ -322,14 +323,7 @@ def _line_chart(
     line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in sampled)
     svg.append(f'<polyline fill="none" stroke="#1f6feb" stroke-width="1.6" points="{line}"/>')
     legend = ['<span><i class="sw" style="background:#1f6feb"></i>balance</span>']
-    for i, (name, cents) in enumerate(thresholds):
-        colour = COLOURS[i % len(COLOURS)]
-        svg.append(
-            f'<line x1="{PAD}" x2="{W - PAD}" y1="{y(cents):.1f}" y2="{y(cents):.1f}" stroke="{colour}" stroke-dasharray="5 4"/>'
-        )
-        legend.append(
-            f'<span><i class="sw" style="background:{colour}"></i>{escape(name)} {escape(str(Money(cents, currency)))}</span>'
-        )
+    _limit_lines(thresholds, y, currency, svg, legend)
     if shaded:
         legend.append('<span><i class="sw" style="background:#fde2e2"></i>firing</span>')
     svg += _axes(low, high, y, start, end, x, currency)
@@ -357,14 +351,7 @@ def _bar_chart(
             f'<rect x="{PAD + i * slot:.2f}" y="{top:.1f}" width="{max(slot * 0.8, 0.6):.2f}" height="{H - PAD - top:.1f}" fill="#f59f00"/>'
         )
     legend = [f'<span><i class="sw" style="background:#f59f00"></i>spend per {unit}</span>']
-    for i, (name, cents) in enumerate(limits):
-        colour = COLOURS[i % len(COLOURS)]
-        svg.append(
-            f'<line x1="{PAD}" x2="{W - PAD}" y1="{y(cents):.1f}" y2="{y(cents):.1f}" stroke="{colour}" stroke-dasharray="5 4"/>'
-        )
-        legend.append(
-            f'<span><i class="sw" style="background:{colour}"></i>{escape(name)} {escape(str(Money(cents, currency)))}</span>'
-        )
+    _limit_lines(limits, y, currency, svg, legend)
     start, end = values[0][0], values[-1][0]
     span_t = max((end - start).total_seconds(), 1)
     svg += _axes(
@@ -378,6 +365,24 @@ def _bar_chart(
     )
     svg.append("</svg>")
     return "".join(svg) + f'<div class="legend">{"".join(legend)}</div>'
+
+
+def _limit_lines(
+    limits: list[tuple[str, int]],
+    y: Callable[[int], float],
+    currency: str,
+    svg: list[str],
+    legend: list[str],
+) -> None:
+    """A dashed line across the chart for each rule's limit, and its legend entry."""
+    for i, (name, cents) in enumerate(limits):
+        colour = COLOURS[i % len(COLOURS)]
+        svg.append(
+            f'<line x1="{PAD}" x2="{W - PAD}" y1="{y(cents):.1f}" y2="{y(cents):.1f}" stroke="{colour}" stroke-dasharray="5 4"/>'
+        )
+        legend.append(
+            f'<span><i class="sw" style="background:{colour}"></i>{escape(name)} {escape(str(Money(cents, currency)))}</span>'
+        )
 
 
 def _axes(

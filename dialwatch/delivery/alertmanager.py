@@ -156,10 +156,6 @@ class AlertmanagerNotifier:
                 REDACTOR.add(channel.basic_auth.password.get_secret_value())
         self._contexts: dict[TLS, ssl.SSLContext] = {}
 
-    @property
-    def channels(self) -> list[str]:
-        return list(self._targets)
-
     def handles(self, key: str) -> bool:
         return key in self._targets
 

@@ -7,7 +7,7 @@ What delivery needs of the store is `OutboxStore`; every backend's Store has it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -247,21 +247,31 @@ async def _deliver_rows(
         return  # later messages wait behind this one, so they arrive in order
 
 
+def by_channel(
+    entries: Iterable[OutboxEntry], group_wait: timedelta
+) -> dict[tuple[str, datetime | None, timedelta], list[Part]]:
+    """A check's notifications as one message per channel, and per end of the quiet
+    hours that hold some back, with the time each waits for more (none where
+    Alertmanager groups). The stores queue these groups; `check --dry-run` shows them."""
+    groups: dict[tuple[str, datetime | None, timedelta], list[Part]] = {}
+    for e in entries:
+        wait = group_wait if e.grouped else timedelta(0)
+        groups.setdefault((e.channel, e.hold_until, wait), []).append(e.part)
+    return groups
+
+
+def group_decision(decisions: Sequence[str]) -> str:
+    """A message's decision: its one part's, or "group"."""
+    return decisions[0] if len(decisions) == 1 else "group"
+
+
 def planned_messages(
-    account: str, entries: Sequence[OutboxEntry]
+    account: str, entries: Iterable[OutboxEntry]
 ) -> list[tuple[str, str, Message, datetime | None]]:
-    """A check's outbox entries as the messages each channel would get: one per channel
-    (and per end of quiet hours), its alerts grouped as the outbox groups them. For
-    `check --dry-run`; the store does the same when it queues them."""
-    groups: dict[tuple[str, datetime | None], list[OutboxEntry]] = {}
-    for entry in entries:
-        groups.setdefault((entry.channel, entry.hold_until), []).append(entry)
-    planned = []
-    for (channel, held), group in groups.items():
-        if not group[0].grouped:  # Alertmanager: each alert is its own post
-            planned += [(channel, e.decision, e.message, held) for e in group]
-            continue
-        decision = group[0].decision if len(group) == 1 else "group"
-        message = combine(account, [(e.alert, e.message) for e in group])
-        planned.append((channel, decision, message, held))
-    return planned
+    """A check's outbox entries as the messages each channel would get, grouped as the
+    stores queue them (`by_channel`, without the `group_wait` that joins later checks)."""
+    return [
+        (channel, group_decision([p.decision for p in parts]),
+         combine(account, [(p.alert, p.message) for p in parts]), held)
+        for (channel, held, _), parts in by_channel(entries, timedelta(0)).items()
+    ]  # fmt: skip

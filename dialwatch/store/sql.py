@@ -14,7 +14,7 @@ from typing import Any
 from dialwatch.alerting.lifecycle import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.delivery.messages import Message, Part, combine
-from dialwatch.delivery.outbox import REFRESH, OutboxEntry, OutboxRow
+from dialwatch.delivery.outbox import REFRESH, OutboxRow, group_decision
 from dialwatch.model import SPEND_TYPES, LedgerItem, time_key
 from dialwatch.rules.schema import Match
 from dialwatch.store.protocol import LedgerCheckpoint
@@ -121,7 +121,7 @@ def grouped(account: str, parts: list[list[str | None]]) -> tuple[str, str, str,
     kept = [stored_part(p) for p in parts]
     message = combine(account, [(p.alert, p.message) for p in kept])
     alert = ",".join(dict.fromkeys(p.alert for p in kept))
-    decision = kept[0].decision if len(kept) == 1 else "group"
+    decision = group_decision([p.decision for p in kept])
     return (alert, decision, *message, json.dumps(parts))
 
 
@@ -322,16 +322,3 @@ def _alert_row(account: str, rule: str, state: AlertState) -> tuple[object, ...]
         to_iso(state.last_notified) if state.last_notified else None,
         state.notifications,
     )
-
-
-def by_channel(
-    entries: Iterable[OutboxEntry], group_wait: timedelta
-) -> dict[tuple[str, datetime | None, timedelta], list[Part]]:
-    """A check's notifications as one message per channel, and per end of the quiet
-    hours that hold some back, with the time each waits for more (none where
-    Alertmanager groups)."""
-    groups: dict[tuple[str, datetime | None, timedelta], list[Part]] = {}
-    for e in entries:
-        wait = group_wait if e.grouped else timedelta(0)
-        groups.setdefault((e.channel, e.hold_until, wait), []).append(e.part)
-    return groups

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.lifecycle import AlertState
-from dialwatch.delivery.outbox import OutboxEntry
+from dialwatch.delivery.outbox import OutboxEntry, by_channel
 from dialwatch.errors import ConfigError
 from dialwatch.store.common import Row
 from dialwatch.store.postgres.cluster import ClusterTables, check_fence
@@ -19,7 +19,7 @@ from dialwatch.store.postgres.ledger import LedgerTables
 from dialwatch.store.postgres.outbox import OutboxTables
 from dialwatch.store.postgres.schema import Conn, marks
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
-from dialwatch.store.sql import TABLES, by_channel, check_writes
+from dialwatch.store.sql import TABLES, check_writes
 from dialwatch.store.sqlite import SqliteStore
 from dialwatch.units import Money
 

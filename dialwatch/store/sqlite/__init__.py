@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.lifecycle import AlertState
-from dialwatch.delivery.outbox import OutboxEntry
+from dialwatch.delivery.outbox import OutboxEntry, by_channel
 from dialwatch.store.common import Row
 from dialwatch.store.protocol import Fence, LedgerCheckpoint
-from dialwatch.store.sql import by_channel, check_writes
+from dialwatch.store.sql import check_writes
 from dialwatch.store.sqlite.cluster import ClusterTables, check_fence
 from dialwatch.store.sqlite.ledger import LedgerTables
 from dialwatch.store.sqlite.outbox import OutboxTables
