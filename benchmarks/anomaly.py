@@ -146,7 +146,7 @@ class Generated:
         return BillingSnapshot(self.account, now, Money(10**9))
 
     async def read_activity(
-        self, floor: datetime, stats: ActivityStats
+        self, floor: datetime, stats: ActivityStats, reach: datetime | None = None
     ) -> AsyncIterator[list[LedgerItem]]:
         for i in range(0, len(self.items), 100):
             stats.requests += 1

@@ -8,10 +8,14 @@ groups). Two clients read all of it, each in a fresh process:
   validated, items identified and stored in SQLite, per-item and window rules
   evaluated, the grouped message queued.
 
-Prints items per second for both, their ratio, and the peak RSS growth of the client.
+Each side runs RUNS times, alternating, in fresh processes; the table shows medians:
+wall time, items per second, the ratio, client CPU per item on both sides, and the
+client's peak RSS growth. With --latency MS the server answers every request MS later
+(where fetching the next page while storing this one should hide dialwatch's work).
 With --postgres, dialwatch's state is a fresh PostgreSQL database (TEST_POSTGRES_URL, or
 the local server .ci/run starts) instead of a SQLite file.
-Run: python benchmarks/ledger_read.py [--postgres] [N ...]   (default: 10000 100000)
+Run: python benchmarks/ledger_read.py [--postgres] [--latency MS] [N ...]
+     (default: 10000 100000 1000000, no latency)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import multiprocessing
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,11 +80,29 @@ def _items(n: int) -> list[dict[str, Any]]:
     return items
 
 
-def _serve(n: int, ports: multiprocessing.Queue[int]) -> None:
+RUNS = 5
+
+
+def _serve(n: int, ports: multiprocessing.Queue[int], latency_ms: float = 0.0) -> None:
+    from aiohttp import web
+
     from dialwatch.simulators.dial import DialAccount, DialSimulator
 
+    class Slow(DialSimulator):
+        def app(self) -> web.Application:
+            app = super().app()
+
+            @web.middleware
+            async def late(request: web.Request, handler: Any) -> web.StreamResponse:
+                await asyncio.sleep(latency_ms / 1000)
+                response: web.StreamResponse = await handler(request)
+                return response
+
+            app.middlewares.append(late)
+            return app
+
     async def main() -> None:
-        simulator = DialSimulator(DialAccount(api_key=KEY, balance_cents=10**9))
+        simulator = Slow(DialAccount(api_key=KEY, balance_cents=10**9))
         simulator.ledger.extend(_items(n))
         await simulator.start()
         ports.put(int(simulator.base_url.rsplit(":", 1)[1]))
@@ -94,10 +117,12 @@ class Measured:
     def __enter__(self) -> Measured:
         self.rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.started
+        self.cpu_seconds = time.process_time() - self.cpu_started
         self.rss_growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss_before
 
 
@@ -148,14 +173,17 @@ async def _dialwatch(base_url: str) -> tuple[int, Measured]:
 def report(work: Coroutine[Any, Any, tuple[int, Measured]]) -> None:
     """Run a measured client and print its figures (the last line a client prints)."""
     count, measured = asyncio.run(work)
-    print(json.dumps({"items": count, "seconds": measured.seconds,
+    print(json.dumps({"items": count, "seconds": measured.seconds, "cpu": measured.cpu_seconds,
                       "rss_growth_kb": measured.rss_growth_kb}))  # fmt: skip
 
 
-def run_client(script: str, mode: str, base_url: str) -> dict[str, Any]:
-    """`script --client MODE BASE_URL` in a fresh process, and the figures it printed."""
+def run_client(
+    script: str, mode: str, base_url: str, extra: list[str] | None = None
+) -> dict[str, Any]:
+    """`script --client MODE BASE_URL [EXTRA...]` in a fresh process, and the figures it
+    printed last."""
     out = subprocess.run(
-        [sys.executable, script, "--client", mode, base_url],
+        [sys.executable, script, "--client", mode, base_url, *(extra or [])],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -170,42 +198,58 @@ def _run_client(mode: str, base_url: str) -> dict[str, Any]:
     return run_client(__file__, mode, base_url)
 
 
-def main(sizes: list[int], postgres: bool) -> None:
+def main(sizes: list[int], postgres: bool, latency_ms: float) -> None:
     if postgres:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from tests.postgres import fresh_database, server_url
 
         admin = server_url()
-    print(f"{'N':>8} {'bare items/s':>13} {'dialwatch items/s':>18} {'ratio':>6} "
-          f"{'bare RSS +MB':>13} {'dialwatch RSS +MB':>18}")  # fmt: skip
+    print(f"A first check reading N items (median of {RUNS} alternating runs each; "
+          f"server latency {latency_ms:g} ms)")  # fmt: skip
+    print(f"{'N':>9} {'bare s':>7} {'dialwatch s':>11} {'ratio':>6} {'bare items/s':>12} "
+          f"{'dialwatch items/s':>17} {'bare CPU µs/item':>16} {'dialwatch CPU µs/item':>21} "
+          f"{'CPU ratio':>9} {'dialwatch RSS +MB':>17}")  # fmt: skip
     for n in sizes:
         ports: multiprocessing.Queue[int] = multiprocessing.Queue()
-        server = multiprocessing.Process(target=_serve, args=(n, ports), daemon=True)
+        server = multiprocessing.Process(target=_serve, args=(n, ports, latency_ms), daemon=True)
         server.start()
-        base_url = f"http://127.0.0.1:{ports.get(timeout=120)}"
+        base_url = f"http://127.0.0.1:{ports.get(timeout=600)}"
+        bares, ours = [], []
         try:
-            bare = _run_client("bare", base_url)
-            if postgres:
-                with fresh_database(admin) as url:
-                    os.environ["BENCH_STATE"] = url
-                    ours = _run_client("dialwatch", base_url)
-            else:
-                ours = _run_client("dialwatch", base_url)
+            for _ in range(RUNS):
+                bares.append(_run_client("bare", base_url))
+                if postgres:
+                    with fresh_database(admin) as url:
+                        os.environ["BENCH_STATE"] = url
+                        ours.append(_run_client("dialwatch", base_url))
+                else:
+                    ours.append(_run_client("dialwatch", base_url))
         finally:
             server.terminate()
-        assert bare["items"] == n, bare
-        assert ours["items"] == n, ours
-        bare_rate = n / bare["seconds"]
-        our_rate = n / ours["seconds"]
+        assert all(r["items"] == n for r in bares + ours), (bares, ours)
+
+        def median(runs: list[dict[str, Any]], key: str) -> float:
+            return statistics.median(r[key] for r in runs)
+
+        bare_s, our_s = median(bares, "seconds"), median(ours, "seconds")
+        bare_cpu, our_cpu = median(bares, "cpu") / n * 1e6, median(ours, "cpu") / n * 1e6
         print(
-            f"{n:>8} {bare_rate:>13,.0f} {our_rate:>18,.0f} {bare_rate / our_rate:>5.2f}x "
-            f"{bare['rss_growth_kb'] / 1024:>13.1f} {ours['rss_growth_kb'] / 1024:>18.1f}"
+            f"{n:>9,} {bare_s:>7.2f} {our_s:>11.2f} {our_s / bare_s:>5.2f}x {n / bare_s:>12,.0f} "
+            f"{n / our_s:>17,.0f} {bare_cpu:>16.1f} {our_cpu:>21.1f} {our_cpu / bare_cpu:>8.2f}x "
+            f"{median(ours, 'rss_growth_kb') / 1024:>17.1f}"
         )
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--client"]:
         _client(sys.argv[2], sys.argv[3])
     else:
-        sizes = [int(a) for a in sys.argv[1:] if a != "--postgres"]
-        main(sizes or [10_000, 100_000], "--postgres" in sys.argv[1:])
+        args = sys.argv[1:]
+        latency = 0.0
+        if "--latency" in args:
+            at = args.index("--latency")
+            latency = float(args[at + 1])
+            del args[at : at + 2]
+        sizes = [int(a) for a in args if a != "--postgres"]
+        main(sizes or [10_000, 100_000, 1_000_000], "--postgres" in args, latency)

@@ -45,7 +45,7 @@ class ClockSteps:
 
 def to_iso(moment: datetime) -> str:
     """A fixed-width UTC timestamp that sorts as text (used as stored state)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def from_iso(text: str) -> datetime:

@@ -26,7 +26,7 @@ from dialwatch.errors import ConfigError, DialwatchError
 from dialwatch.logs import REDACTOR
 from dialwatch.pipeline.cycle import UNHEALTHY_ALERT, CycleReport, Watcher, run_checks
 from dialwatch.providers import DEFAULT_PROVIDER, open_provider
-from dialwatch.providers.http import Sleep
+from dialwatch.providers.http import RequestLimit, Sleep
 from dialwatch.rules.loading import load_rules
 from dialwatch.rules.schema import DEFAULT_ACCOUNT, Account, AlertmanagerChannel, RulesFile
 from dialwatch.settings import Settings
@@ -334,13 +334,17 @@ async def open_fleet(
         async with aiohttp.ClientSession(
             headers={"User-Agent": f"dialwatch/{__version__}"}
         ) as session:
+            limits: dict[str, RequestLimit] = {}  # per provider, shared by its accounts
 
             def build(account: Account, rules: RulesFile, notifier: Notifier) -> Watcher:
                 REDACTOR.add(account.api_key.get_secret_value())
+                limit = limits.setdefault(
+                    account.provider, RequestLimit(settings.api_concurrency, settings.api_rate)
+                )
                 return Watcher(
                     rules=rules,
                     source=open_provider(
-                        account, session, sleep=sleep, observe=metrics.observe_api
+                        account, session, sleep=sleep, observe=metrics.observe_api, limit=limit
                     ),
                     store=store,
                     notifier=notifier,

@@ -21,6 +21,7 @@ from dialwatch.store import shown_location
 log = structlog.get_logger("dialwatch.runner")
 
 SHUTDOWN_GRACE = 5.0  # seconds a check or a send in flight may take after SIGTERM
+START_STEP_S = 0.05  # at most this between two accounts' first checks
 
 
 async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
@@ -48,11 +49,17 @@ async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
         for name, (watcher, _, task) in list(fleet.loops.items()):
             if fleet.watchers.get(name) is not watcher or name not in fleet.held or task.done():
                 await fleet.stop_checking([name])
-        for name, watcher in fleet.watchers.items():
-            if name in fleet.held and name not in fleet.loops:
-                halt = asyncio.Event()
-                task = asyncio.create_task(_account_loop(fleet, watcher, halt))
-                fleet.loops[name] = (watcher, halt, task)
+        starting = [
+            (name, watcher)
+            for name, watcher in fleet.watchers.items()
+            if name in fleet.held and name not in fleet.loops
+        ]
+        for k, (name, watcher) in enumerate(starting):
+            # Spread over the interval: many accounts never start at the same moment.
+            step_s = min(START_STEP_S, watcher.interval.total_seconds() / len(starting))
+            halt = asyncio.Event()
+            task = asyncio.create_task(_account_loop(fleet, watcher, halt, k * step_s))
+            fleet.loops[name] = (watcher, halt, task)
         await _first(stop.wait(), fleet.changed.wait())
     await fleet.stop_checking(list(fleet.loops))
     await _until_done_or_stopped(delivery, stop)
@@ -88,9 +95,14 @@ async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) ->
         await _first(stop.wait(), fleet.reloaded.wait(), limit_s=fleet.lease_tick())
 
 
-async def _account_loop(fleet: Fleet, watcher: Watcher, halt: asyncio.Event) -> None:
+async def _account_loop(
+    fleet: Fleet, watcher: Watcher, halt: asyncio.Event, delay_s: float = 0.0
+) -> None:
     source = f"check:{watcher.account}"  # how this loop reports the store's health
     try:
+        if delay_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), delay_s)
         await _check_until_halted(fleet, watcher, halt, source)
     finally:
         fleet.state_ok(source)  # a loop that stopped no longer holds an outage open

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     lease_ttl: Annotated[timedelta, PlainValidator(_lease_ttl)] = timedelta(seconds=30)
     outbox_expiry: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(hours=24)
     ledger_overlap: Annotated[timedelta, PlainValidator(check_interval)] = timedelta(minutes=10)
+    # Per provider, shared by its accounts: requests in flight, and started per second
+    # (0: no limit). 10,000 Dial accounts at 60 s ask about 333 a second.
+    api_concurrency: int = Field(default=32, ge=0)
+    api_rate: float = Field(default=500.0, ge=0)
     listen: str = "0.0.0.0:9090"
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

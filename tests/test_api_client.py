@@ -1,7 +1,9 @@
-"""Narrow client edge cases (aioresponses), where a real server adds nothing."""
+"""Narrow client edge cases (aioresponses), where a real server adds nothing, and the
+per-provider request limit."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from aioresponses import aioresponses
 
 from dialwatch.errors import RateLimited, RequestRejected, TransportError
-from dialwatch.providers.http import ApiClient, RetryPolicy, parse_retry_after
+from dialwatch.providers.http import ApiClient, RequestLimit, RetryPolicy, parse_retry_after
 from tests.conftest import RecordingSleep
 
 URL = "https://api.example.test"
@@ -71,3 +73,34 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert parse_retry_after("Sat, 21 Nov 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+async def test_a_providers_request_limit_caps_requests_in_flight_and_per_second() -> None:
+    """At most `concurrency` requests are inside at once, the others wait their turn;
+    past a burst of `per_second`, requests start no faster than the rate."""
+    limit, gate = RequestLimit(3, 0), asyncio.Event()
+    inside, peak = 0, 0
+
+    async def request() -> None:
+        nonlocal inside, peak
+        async with limit:
+            inside += 1
+            peak = max(peak, inside)
+            await gate.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(request()) for _ in range(10)]
+    for _ in range(10):  # every task runs to where it waits (scheduling, not time)
+        await asyncio.sleep(0)
+    assert inside == 3
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert (inside, peak) == (0, 3)
+
+    rated = RequestLimit(0, 4)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(6):  # four at once, then one every 0.25 s
+        async with rated:
+            pass
+    assert loop.time() - started >= 0.45

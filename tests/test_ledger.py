@@ -478,3 +478,38 @@ async def test_an_html_channel_gets_provider_text_escaped_and_lines_kept(
     assert html.startswith("<p>")
     assert "<br>" in html  # lines kept
     assert html.count("<p>") >= 2  # paragraphs kept
+
+
+async def test_a_busy_ledger_reads_what_is_new_and_sweeps_the_overlap_for_late_rows(
+    h: Harness, webhook: WebhookReceiver
+) -> None:
+    """A check asks for the pages down to its cursor only; a row written late on a page
+    below them is found by the next read of the whole overlap (after each start, then
+    once per overlap, 10 minutes), and counted once. A late row on a page read anyway is
+    found at once."""
+    await start_empty(h)  # now START + 2 h
+    busy = [usage(at(115 + i / 100), 10, call=f"b{i}") for i in range(300)]  # 3 pages
+    h.dial.ledger.extend(busy)
+    await check(h)  # the first check after a start reads the whole overlap
+    h.clock.advance(minutes=1)
+    h.dial.ledger.add(usage(at(115.5), 600, call="late, on page 3"))
+    h.dial.ledger.add(usage(at(117.99), 700, call="late, on page 1"))
+    before = len(h.dial.requests)
+    report = await check(h)
+    assert len(h.dial.requests[before:]) == 2  # billing, and the page down to the cursor
+    assert finding(report, "daily-spend") == "spend $37.00 in the last 24h is within $100.00"
+
+    for minutes_since_sweep in range(2, 10):
+        h.clock.advance(minutes=1)
+        report = await check(h)
+        assert "$37.00" in finding(report, "daily-spend"), minutes_since_sweep
+    h.clock.advance(minutes=1)
+    report = await check(h)  # ten minutes after the last sweep: the overlap read whole
+    assert finding(report, "daily-spend") == "spend $43.00 in the last 24h is within $100.00"
+    h.clock.advance(minutes=1)
+    again = await check(h)
+    assert finding(again, "daily-spend") == "spend $43.00 in the last 24h is within $100.00"
+    assert [t.split(": ", 1)[1] for t in webhook.titles] == [
+        "1 spend item(s) at or above $5.00 (total $7.00)",
+        "1 spend item(s) at or above $5.00 (total $6.00)",
+    ]

@@ -93,6 +93,7 @@ class Watcher:
     # Where replicas share the store: this replica's lease on the account. Every write
     # of a check carries it, so a replica that lost the account writes nothing.
     fence: Fence | None = None
+    swept_at: datetime | None = None  # when the ledger's overlap was last read whole
 
     @property
     def account(self) -> str:
@@ -294,8 +295,14 @@ async def _sync_ledger(
         return None, None
     # Digests summarise a whole day or week of spend, longer than rules may look back.
     keep = digest_history(w.rules.digest if REGISTRY[w.provider].has_money else (), now)
+    # The whole overlap is read again once per its length, and after every start.
+    sweep = w.swept_at is None or now - w.swept_at >= w.ledger_overlap
     try:
-        synced = await sync_ledger(w.source, w.store, active, now, w.ledger_overlap, w.fence, keep)
+        synced = await sync_ledger(
+            w.source, w.store, active, now, w.ledger_overlap, w.fence, keep, sweep
+        )
+        if sweep:
+            w.swept_at = now
         return synced, None
     except ProviderError as exc:
         bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")

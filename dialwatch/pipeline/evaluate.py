@@ -22,6 +22,7 @@ from dialwatch.rules.evaluate import (
     evaluate_runway,
     evaluate_runway_seasonal,
     evaluate_spend,
+    over_amount,
     spend_since,
     usual_week,
 )
@@ -68,7 +69,11 @@ async def evaluate_rules(
             )
         elif isinstance(rule, SpendAbove) and read_ledger:
             since = spend_since(rule, now)
-            summary = await store.spend(account, since, rule.amount.currency, rule.match)
+            currency = rule.amount.currency
+            summary = await store.spend(account, since, currency, rule.match, contributors=False)
+            if over_amount(rule, summary.total) or rule.name in states:
+                # A message may follow (it fires, repeats or resolves): name who spent.
+                summary = await store.spend(account, since, currency, rule.match)
             spend[rule.name] = summary.total
             finding = evaluate_spend(rule, summary)
         elif isinstance(rule, RunwayBelow) and read_ledger and snapshot is not None:
@@ -83,8 +88,13 @@ async def evaluate_rules(
                     usual = usual_week(hours, now)
                     finding = evaluate_runway_seasonal(rule, balance, usual, burned, now)
         elif isinstance(rule, SpendAnomaly) and read_ledger:
-            history = await seasonal(store, account, rule, now, covers_since)
+            # Who drove an increase is read only where a message may follow.
+            named = rule.name in states
+            history = await seasonal(store, account, rule, now, covers_since, named)
             finding = evaluate_anomaly(rule, history)
+            if finding.active and not named:
+                history = await seasonal(store, account, rule, now, covers_since, True)
+                finding = evaluate_anomaly(rule, history)
         if finding is not None:
             evaluations.append((rule_spec(rules, rule, account, provider), finding))
     return evaluations, spend
@@ -94,11 +104,17 @@ DIMENSIONS = ("number", "prefix", "fare")
 
 
 async def seasonal(
-    store: Store, account: str, rule: SpendAnomaly, now: datetime, covers: datetime | None
+    store: Store,
+    account: str,
+    rule: SpendAnomaly,
+    now: datetime,
+    covers: datetime | None,
+    contributors: bool = True,
 ) -> Seasonal:
     """The window's spend now and in the same window of each earlier week the stored
-    ledger covers (each earlier day, with less than a week), and who drove an increase:
-    per number, destination prefix and fare, their spend now against their own usual."""
+    ledger covers (each earlier day, with less than a week), and, with `contributors`,
+    who drove an increase: per number, destination prefix and fare, their spend now
+    against their own usual (this reads the windows' items)."""
     currency = await store.spend_currency(account)
     if covers is None:  # this check did not read the ledger: what the store knows
         cursor = await store.ledger_cursor(account)
@@ -127,8 +143,8 @@ async def seasonal(
             for end in ends
         ]
     )
-    contributors: list[tuple[str, int]] = []
-    if ends and spent.cents > sorted(samples)[len(samples) // 2]:
+    drivers: list[tuple[str, int]] = []
+    if contributors and ends and spent.cents > sorted(samples)[len(samples) // 2]:
         until = now + timedelta(microseconds=1)
         for by in DIMENSIONS:
             current = await store.spend_by(
@@ -145,8 +161,8 @@ async def seasonal(
             top = max(grew.items(), key=lambda kv: kv[1], default=None)
             if top is not None and top[1] > 0:
                 label = f"{top[0]}…" if by == "prefix" else top[0]
-                contributors.append((f"{label} ({by})", top[1]))
-    return Seasonal(now, spent, samples, per, now - max(covers, first), tuple(contributors))
+                drivers.append((f"{label} ({by})", top[1]))
+    return Seasonal(now, spent, samples, per, now - max(covers, first), tuple(drivers))
 
 
 def _median(values: list[int]) -> int:

@@ -34,8 +34,12 @@ class ActivitySource(Protocol):
     account: str
 
     def read_activity(
-        self, floor: datetime, stats: ActivityStats
-    ) -> AsyncIterator[list[LedgerItem]]: ...
+        self, floor: datetime, stats: ActivityStats, reach: datetime | None = None
+    ) -> AsyncIterator[list[LedgerItem]]:
+        """Every item at or after `floor`, newest first, in batches. With `reach`, no
+        page is asked for once one reaches below it: the items of the pages read are
+        still returned down to `floor` (a ledger read by page number reads it whole)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,14 @@ async def sync_ledger(
     overlap: timedelta,
     fence: Fence | None = None,
     keep: timedelta = timedelta(0),
+    sweep: bool = True,
 ) -> LedgerSync:
     """Read what is new in the ledger into the store, and keep what the rules need and
-    `keep` besides (the digests' periods); raises ProviderError."""
+    `keep` besides (the digests' periods); raises ProviderError.
+
+    Late rows are looked for in the overlap on every page read anyway; pages that hold
+    nothing but the overlap are asked for only when `sweep` is set (once per overlap,
+    by the caller), so a busy account's check reads what is new, not ten minutes of it."""
     account = source.account
     cursor = await store.ledger_cursor(account)
     history = max(history_needed(rules, now), overlap, keep)
@@ -101,7 +110,8 @@ async def sync_ledger(
     new = 0
     pending: list[LedgerItem] = []
     read, reported = 0, 0
-    async for batch in source.read_activity(floor, stats):
+    reach = None if sweep or floor != news_from or cursor is None else cursor.newest
+    async for batch in source.read_activity(floor, stats, reach):
         read += len(batch)
         if read - reported >= PROGRESS_EVERY and batch:
             # A first start reads weeks of history (spend_anomaly's baseline): say how far.

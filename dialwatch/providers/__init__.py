@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from dialwatch.providers import cloudflare, dial, hookbridge, mifumo
 from dialwatch.providers.base import Provider, ProviderPlugin
-from dialwatch.providers.http import ApiClient, Sleep
+from dialwatch.providers.http import UNLIMITED, ApiClient, RequestLimit, Sleep
 
 __all__ = ["DEFAULT_PROVIDER", "REGISTRY", "Provider", "ProviderPlugin", "open_provider"]
 
@@ -51,8 +51,9 @@ def open_provider(
     *,
     sleep: Sleep,
     observe: Callable[[str, float], None] | None = None,
+    limit: RequestLimit = UNLIMITED,
 ) -> Provider:
-    """The provider reading `account`, over `session`."""
+    """The provider reading `account`, over `session`, within its provider's `limit`."""
     plugin = REGISTRY[account.provider]
     auth = plugin.headers(account.api_key.get_secret_value(), account.api_email)
     client = ApiClient(
@@ -62,5 +63,6 @@ def open_provider(
         sleep=sleep,
         observe=observe,
         error_text=plugin.error_text,
+        limit=limit,
     )
     return plugin.reader(account.name, client)

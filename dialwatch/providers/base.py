@@ -24,8 +24,12 @@ class Provider(Protocol):
     async def fetch_billing(self, now: datetime) -> BillingSnapshot: ...
 
     def read_activity(
-        self, floor: datetime, stats: ActivityStats
-    ) -> AsyncIterator[list[LedgerItem]]: ...
+        self, floor: datetime, stats: ActivityStats, reach: datetime | None = None
+    ) -> AsyncIterator[list[LedgerItem]]:
+        """Every item at or after `floor`, newest first, in batches. With `reach`, no
+        page is asked for once one reaches below it: the items of the pages read are
+        still returned down to `floor` (a ledger read by page number reads it whole)."""
+        ...
 
 
 Headers = Callable[[str, str | None], dict[str, str]]  # (api_key, api_email) -> headers

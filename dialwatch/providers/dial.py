@@ -130,8 +130,6 @@ class _Row(NamedTuple):
     """An item as read, before it gets its identity."""
 
     at: datetime
-    time_key: str
-    digest: str
     item: _ActivityItem
 
 
@@ -154,12 +152,7 @@ def parse_activity_page(body: bytes) -> _Page:
             raise _contract_error(index, "occurredAt", "an ISO date-time with a timezone")
         if item.type == "usage" and item.totalCents is None and item.amountCents is None:
             raise _contract_error(index, "totalCents", "an integer on a usage item")
-        # Identity from the documented fields only (the model's; extras are ignored),
-        # so a field the API adds later does not make old items look new. repr of
-        # str/int/None is canonical and far cheaper than json.dumps here.
-        content = repr(tuple(item.__dict__.values()))
-        digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
-        rows.append(_Row(at, time_key(at), digest, item))
+        rows.append(_Row(at, item))
     return _Page(rows, page.hasMore)
 
 
@@ -177,9 +170,15 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
     ranks: Counter[tuple[datetime, str]] = Counter()
     items = []
     for row in rows:
-        rank = ranks[(row.at, row.digest)]
-        ranks[(row.at, row.digest)] += 1
         item = row.item
+        # Identity from the documented fields only (the model's; extras are ignored),
+        # so a field the API adds later does not make old items look new. repr of
+        # str/int/None is canonical and far cheaper than json.dumps here. Computed only
+        # for the items kept (a page's items below the floor never need it).
+        content = repr(tuple(item.__dict__.values()))
+        digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
+        rank = ranks[(row.at, digest)]
+        ranks[(row.at, digest)] += 1
         cents = item.amountCents
         if item.type == "usage" and item.totalCents is not None:
             cents = item.totalCents
@@ -187,7 +186,7 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
             LedgerItem(
                 # Time first: keys of one page sort together, so storing a page
                 # touches a few B-tree pages, not one per item.
-                key=f"{row.time_key}-{row.digest}#{rank}",
+                key=f"{time_key(row.at)}-{digest}#{rank}",
                 type=item.type,
                 occurred_at=row.at,
                 cents=cents or 0,
@@ -213,9 +212,10 @@ class DialProvider(AccountReader):
         )
 
     async def read_activity(
-        self, floor: datetime, stats: ActivityStats
+        self, floor: datetime, stats: ActivityStats, reach: datetime | None = None
     ) -> AsyncIterator[list[LedgerItem]]:
-        """Every item at or after `floor`, newest first, in batches of whole tie groups.
+        """Every item at or after `floor`, newest first, in batches of whole tie groups;
+        with `reach`, the pages down to it only (and on them, the items down to `floor`).
 
         `starting_after` is an exclusive timestamp, so passing the last item's
         `occurredAt` would drop the rest of its tie group. Instead, the group a page
@@ -224,6 +224,7 @@ class DialProvider(AccountReader):
         """
         starting_after: str | None = None
         prefetched: asyncio.Task[_Page] | None = None
+        stop = floor if reach is None else max(floor, reach)
         while True:
             page = await (prefetched or self._page("all", starting_after, stats))
             prefetched = None
@@ -236,7 +237,7 @@ class DialProvider(AccountReader):
             if not rows:
                 return
             last = rows[-1]
-            if not page.has_more or last.at < floor:
+            if not page.has_more or last.at < stop:
                 yield _keyed([r for r in rows if r.at >= floor])
                 return
             newer = [r for r in rows if r.at != last.at]

@@ -86,7 +86,7 @@ class HookBridgeProvider(AccountReader):
         return BillingSnapshot(self.account, now, None)
 
     async def read_activity(
-        self, floor: datetime, stats: ActivityStats
+        self, floor: datetime, stats: ActivityStats, reach: datetime | None = None
     ) -> AsyncIterator[list[LedgerItem]]:
         """HookBridge has no ledger: no spend rule runs on it (see PLUGIN)."""
         return

@@ -20,6 +20,7 @@ from typing import Annotated, Self, TypeVar
 
 import aiohttp
 import structlog
+from aiolimiter import AsyncLimiter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from dialwatch.errors import (
@@ -75,6 +76,37 @@ class Priced(Lenient):
         return self
 
 
+class RequestLimit:
+    """What one provider's API is asked at once, shared by all its accounts: at most
+    `concurrency` requests in flight and `per_second` started a second (a leaky bucket,
+    aiolimiter's), so 10,000 accounts never burst the API; 0 lifts either."""
+
+    def __init__(self, concurrency: int, per_second: float) -> None:
+        self.concurrency, self.per_second = concurrency, per_second
+        self._slots = asyncio.Semaphore(concurrency) if concurrency else None
+        self._rate = AsyncLimiter(per_second, 1) if per_second else None
+
+    async def __aenter__(self) -> None:
+        if self._slots is not None:
+            await self._slots.acquire()
+        if self._rate is not None:
+            try:
+                await self._rate.acquire()
+            except BaseException:
+                self._release()
+                raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+
+UNLIMITED = RequestLimit(0, 0)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 4
@@ -98,9 +130,11 @@ class ApiClient:
         jitter: Callable[[], float] = random.random,
         observe: Callable[[str, float], None] | None = None,
         error_text: Callable[[bytes], str | None] | None = None,
+        limit: RequestLimit = UNLIMITED,
     ) -> None:
         """`observe(path, seconds)` is told each request's latency (for metrics);
-        `error_text(body)` reads the provider's error message out of an error body."""
+        `error_text(body)` reads the provider's error message out of an error body;
+        `limit` is the provider's, shared with its other accounts."""
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers)
@@ -109,6 +143,7 @@ class ApiClient:
         self._jitter = jitter
         self._observe = observe
         self._error_text = error_text
+        self._limit = limit
 
     def url(self, path: str) -> str:
         return f"{self._base_url}{path}"
@@ -158,22 +193,27 @@ class ApiClient:
     async def _get_once(self, path: str, params: Mapping[str, str] | None) -> _Body:
         url = self.url(path)
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
-        started = time.perf_counter()
-        try:
-            async with self._session.get(
-                url, params=params, headers=self._headers, timeout=timeout, allow_redirects=False
-            ) as response:
-                body = await response.read()
-                status = response.status
-                retry_after = response.headers.get("Retry-After")
-                content_type = response.content_type
-        except TimeoutError as exc:
-            raise TransportError(f"timed out after {self._policy.timeout:g}s", url=url) from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"connection failed: {_describe(exc)}", url=url) from exc
-        finally:
-            if self._observe is not None:
-                self._observe(path, time.perf_counter() - started)
+        async with self._limit:  # the wait for a turn is not the API's latency
+            started = time.perf_counter()
+            try:
+                async with self._session.get(
+                    url,
+                    params=params,
+                    headers=self._headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.read()
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    content_type = response.content_type
+            except TimeoutError as exc:
+                raise TransportError(f"timed out after {self._policy.timeout:g}s", url=url) from exc
+            except aiohttp.ClientError as exc:
+                raise TransportError(f"connection failed: {_describe(exc)}", url=url) from exc
+            finally:
+                if self._observe is not None:
+                    self._observe(path, time.perf_counter() - started)
         return _interpret(url, status, content_type, body, retry_after, self._describe_error)
 
     def _describe_error(self, body: bytes) -> str:

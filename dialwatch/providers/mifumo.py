@@ -108,7 +108,7 @@ class MifumoProvider(AccountReader):
         )
 
     async def read_activity(
-        self, floor: datetime, stats: ActivityStats
+        self, floor: datetime, stats: ActivityStats, reach: datetime | None = None
     ) -> AsyncIterator[list[LedgerItem]]:
         yield await read_numbered(self._page, floor, self._client.url(HISTORY_PATH), stats)
 

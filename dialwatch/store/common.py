@@ -17,18 +17,21 @@ from dialwatch.alerting.silences import Silence
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
 from dialwatch.delivery.messages import Message, Part
 from dialwatch.delivery.outbox import REFRESH, OutboxRow
-from dialwatch.model import SPEND_TYPES
+from dialwatch.model import SPEND_TYPES, SpendSummary
+from dialwatch.rules.schema import Match
 from dialwatch.store.protocol import LedgerCursor, SpendQuery
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HISTORY_STEP_US,
     NEXT,
     OUTBOX_COLUMNS,
+    TOP,
     UNDELIVERED,
     alert_state,
     outbox_row,
     part_value,
     spend_filter,
+    window_sum,
 )
 from dialwatch.units import Money
 
@@ -157,15 +160,58 @@ class SqlTables(ABC):
             return None
         return LedgerCursor(from_iso(row[0]), from_iso(row[1]) if row[1] else None)
 
+    async def spend(
+        self,
+        account: str,
+        since: datetime,
+        currency: str,
+        match: Match | None = None,
+        until: datetime | None = None,
+        contributors: bool = True,
+    ) -> SpendSummary:
+        """Spend in [since, until) among items that `match` selects, with the biggest
+        contributors unless told they are not needed (they scan the window's items)."""
+        query = SpendQuery(account, since, until, currency, match)
+        total, count = await self._window(query)
+        by_number: tuple[tuple[str, Money], ...] = ()
+        by_fare: tuple[tuple[str, Money], ...] = ()
+        if contributors and count:
+            # Dial names a fare; the other providers describe the item.
+            by_number = await self._top(query, "number")
+            by_fare = await self._top(query, "fare")
+        return SpendSummary(since, Money(total, currency), count, by_number, by_fare)
+
+    async def _top(self, query: SpendQuery, by: str) -> tuple[tuple[str, Money], ...]:
+        column = SPEND_BY[by]
+        where, params = self._spend_filter(query)
+        rows = await self._all(
+            f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
+            f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
+            params,
+        )
+        return tuple((str(name), Money(int(cents), query.currency)) for name, cents in rows)
+
     async def spend_total(self, account: str, since: datetime, currency: str) -> Money:
-        """Spend since `since`, without the contributors (one query, not three)."""
+        """Spend since `since`, without the contributors."""
         return await self.spend_in(SpendQuery(account, since, None, currency))
 
     async def spend_in(self, query: SpendQuery) -> Money:
         """The spend `query` selects (one query)."""
-        where, params = self._spend_filter(query)
-        row = await self._one(f"SELECT COALESCE(SUM(cents), 0) FROM ledger WHERE {where}", params)
-        return Money(int(row[0]) if row else 0, query.currency)
+        cents, _ = await self._window(query)
+        return Money(cents, query.currency)
+
+    async def _window(self, q: SpendQuery) -> tuple[int, int]:
+        """The spend and the item count `q` selects: without a match from the running
+        totals (a cost that does not grow with the items), with one by the items."""
+        if q.match is None:
+            sql, params = window_sum(
+                q.account, q.since, q.until, q.currency, postgres=self.postgres
+            )
+        else:
+            where, params = self._spend_filter(q)
+            sql = f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}"
+        row = await self._one(sql, params)
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     async def spend_by(self, query: SpendQuery, by: str) -> dict[str, int]:
         """The spend `query` selects per "number", "fare" (or the description) or

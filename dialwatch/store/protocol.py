@@ -139,9 +139,10 @@ class Store(OutboxStore, Protocol):
         currency: str,
         match: Match | None = None,
         until: datetime | None = None,
+        contributors: bool = True,
     ) -> SpendSummary:
         """Spend in [since, until) among items that `match` selects, with the biggest
-        contributors."""
+        contributors unless `contributors` is false."""
         ...
 
     async def spend_total(self, account: str, since: datetime, currency: str) -> Money: ...

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from dialwatch.alerting.lifecycle import AlertState, Status
 from dialwatch.clock import from_iso, from_micros, to_iso, to_micros
@@ -41,7 +41,7 @@ LEDGER_COLUMNS = ", ".join(("account", *LedgerItem._fields))
 # Tables a state holds, in an order that copies cleanly (import, contract tests).
 TABLES = (
     "alerts", "balances", "outbox", "ledger", "ledger_cursor", "silences", "alert_log",
-    "digests", "failing", "balance_history", "spend_days", "item_matches",
+    "digests", "failing", "balance_history", "spend_days", "item_matches", "spend_totals",
 )  # fmt: skip
 
 
@@ -68,16 +68,128 @@ ADD_SPEND_DAY = (
     "INSERT INTO spend_days (account, day, currency, cents) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (account, day, currency) DO UPDATE SET cents = spend_days.cents + excluded.cents"
 )
+# Spend per minute and per hour and currency, with the items counted, added to as items
+# arrive: a window's sum reads at most 59 + 23 + 59 rows of these per day it spans (and
+# the items of its first and last partial minute), however many items it holds.
+MINUTE_US, HOUR_US, DAY_US = 60_000_000, 3_600_000_000, 86_400_000_000
+SPEND_TOTALS = """CREATE TABLE IF NOT EXISTS spend_totals (
+    account TEXT NOT NULL,
+    span BIGINT NOT NULL,  -- the bucket's length: MINUTE_US or HOUR_US
+    at BIGINT NOT NULL,  -- its start, microseconds since the epoch
+    currency TEXT NOT NULL,
+    cents BIGINT NOT NULL,
+    items BIGINT NOT NULL,
+    PRIMARY KEY (account, span, at, currency)
+)"""
+ADD_SPEND_TOTAL = (
+    "INSERT INTO spend_totals (account, span, at, currency, cents, items) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, span, at, currency) DO UPDATE SET "
+    "cents = spend_totals.cents + excluded.cents, items = spend_totals.items + excluded.items"
+)
+# What a state file or database held before spend_totals, summed into it (a migration).
+FILL_SPEND_TOTALS = tuple(
+    "INSERT INTO spend_totals (account, span, at, currency, cents, items) "
+    f"SELECT account, {span}, occurred_at / {span} * {span}, currency, SUM(cents), COUNT(*) "
+    f"FROM ledger WHERE type IN {SPEND_TYPES!r} GROUP BY account, occurred_at / {span}, currency "
+    "ON CONFLICT DO NOTHING"
+    for span in (MINUTE_US, HOUR_US)
+)
 
 
-def spend_days(account: str, items: Iterable[LedgerItem]) -> list[tuple[str, str, str, int]]:
-    """The rows ADD_SPEND_DAY adds for new `items`: their spend per UTC day and currency."""
-    totals: dict[tuple[str, str], int] = {}
-    for item in items:
-        if item.type in SPEND_TYPES:
-            key = (item.occurred_at.astimezone(UTC).strftime("%Y-%m-%d"), item.currency)
-            totals[key] = totals.get(key, 0) + item.cents
-    return [(account, day, currency, cents) for (day, currency), cents in totals.items()]
+# Take from a bucket the spend of its items older than a time (the items being pruned).
+PRUNE_SPEND_TOTAL = (
+    "UPDATE spend_totals SET cents = spend_totals.cents - p.cents, items = spend_totals.items - p.n "
+    "FROM (SELECT currency, SUM(cents) AS cents, COUNT(*) AS n FROM ledger WHERE account = ? "
+    f"AND key >= ? AND key < ? AND type IN {SPEND_TYPES!r} GROUP BY currency) AS p "
+    "WHERE spend_totals.account = ? AND spend_totals.span = ? AND spend_totals.at = ? "
+    "AND spend_totals.currency = p.currency"
+)
+
+
+def _cut_buckets(keep_since: datetime) -> list[tuple[int, int]]:
+    """The minute and the hour (span, start) that `keep_since` falls in."""
+    kept = to_micros(keep_since)
+    return [(span, kept - kept % span) for span in (MINUTE_US, HOUR_US)]
+
+
+class SpendRows(NamedTuple):
+    """What new items add: to ADD_SPEND_DAY and to ADD_SPEND_TOTAL."""
+
+    days: list[tuple[str, str, str, int]]
+    totals: list[tuple[str, int, int, str, int, int]]
+
+
+def spend_rows(account: str, items: Iterable[tuple[int, LedgerItem]]) -> SpendRows:
+    """The spend that new `items` (with their times in microseconds) add per UTC day,
+    hour and minute, and currency; one pass, one formatted date per day."""
+    totals: dict[tuple[int, int, str], list[int]] = {}
+    days: dict[tuple[int, str], int] = {}
+    for at, item in items:
+        if item.type not in SPEND_TYPES:
+            continue
+        cents, currency = item.cents, item.currency
+        for span in (MINUTE_US, HOUR_US):
+            bucket = totals.setdefault((span, at - at % span, currency), [0, 0])
+            bucket[0] += cents
+            bucket[1] += 1
+        day = (at // DAY_US, currency)
+        days[day] = days.get(day, 0) + cents
+    return SpendRows(
+        [
+            (account, from_micros(day * DAY_US).strftime("%Y-%m-%d"), currency, cents)
+            for (day, currency), cents in days.items()
+        ],
+        [
+            (account, span, at, currency, cents, count)
+            for (span, at, currency), (cents, count) in totals.items()
+        ],
+    )
+
+
+def window_sum(
+    account: str, since: datetime, until: datetime | None, currency: str, *, postgres: bool = False
+) -> tuple[str, list[object]]:
+    """The query (`?` placeholders) for the spend and item count of every spend item in
+    [since, until): whole hours and minutes from spend_totals, the partial minutes at
+    either end from the items themselves. Exact to the microsecond, as the items are."""
+    lo, hi = to_micros(since), None if until is None else to_micros(until)
+    parts, params = [], []
+    for source, start, end in _window_pieces(lo, hi):
+        if start == end:
+            continue
+        if source == "items":
+            where, more = spend_filter(
+                account, from_micros(start), currency,
+                until=None if end is None else from_micros(end), postgres=postgres,
+            )  # fmt: skip
+            parts.append(f"SELECT cents, 1 AS n FROM ledger WHERE {where}")
+        else:
+            where = "account = ? AND span = ? AND at >= ? AND currency = ?"
+            more = [account, source, start, currency]
+            if end is not None:
+                where += " AND at < ?"
+                more.append(end)
+            parts.append(f"SELECT cents, items AS n FROM spend_totals WHERE {where}")
+        params += more
+    union = " UNION ALL ".join(parts) or "SELECT 0 AS cents, 0 AS n"
+    return f"SELECT COALESCE(SUM(cents), 0), COALESCE(SUM(n), 0) FROM ({union}) AS w", params
+
+
+def _window_pieces(lo: int, hi: int | None) -> list[tuple[str | int, int, int | None]]:
+    """[lo, hi) (microseconds; None: open) as items, minutes and hours, in that order of
+    fineness from the edges inwards."""
+    minute, hour = -(-lo // MINUTE_US) * MINUTE_US, -(-lo // HOUR_US) * HOUR_US
+    if hi is None:
+        return [("items", lo, minute), (MINUTE_US, minute, hour), (HOUR_US, hour, None)]
+    last_minute, last_hour = hi - hi % MINUTE_US, hi - hi % HOUR_US
+    if hour < last_hour:
+        return [
+            ("items", lo, minute), (MINUTE_US, minute, hour), (HOUR_US, hour, last_hour),
+            (MINUTE_US, last_hour, last_minute), ("items", last_minute, hi),
+        ]  # fmt: skip
+    if minute < last_minute:
+        return [("items", lo, minute), (MINUTE_US, minute, last_minute), ("items", last_minute, hi)]
+    return [("items", lo, hi)]
 
 
 def ledger_item(r: tuple[Any, ...]) -> LedgerItem:
@@ -237,6 +349,7 @@ def check_writes(
             [(account, to_iso(failing_since))],
         ))  # fmt: skip
     if ledger is not None:
+        kept = time_key(ledger.keep_since)
         # Move the cursor, forget matches that became messages and items no rule needs.
         batches += [
             (
@@ -254,9 +367,19 @@ def check_writes(
                 "DELETE FROM item_matches WHERE account = ? AND rule = ?",
                 [(account, rule) for rule in ledger.delivered_rules],
             ),
+            # The running totals lose what the items about to go held, so a bucket
+            # always sums the items stored (those of this prune only: older ones are gone).
             (
-                "DELETE FROM ledger WHERE account = ? AND key < ?",
-                [(account, time_key(ledger.keep_since))],
+                PRUNE_SPEND_TOTAL,
+                [
+                    (account, time_key(from_micros(at)), kept, account, span, at)
+                    for span, at in _cut_buckets(ledger.keep_since)
+                ],
+            ),
+            ("DELETE FROM ledger WHERE account = ? AND key < ?", [(account, kept)]),
+            (
+                "DELETE FROM spend_totals WHERE account = ? AND span = ? AND at < ?",
+                [(account, span, at) for span, at in _cut_buckets(ledger.keep_since)],
             ),
         ]
     batches += [

@@ -97,6 +97,8 @@ class Metrics:
             account, "rule", "state",
         )  # fmt: skip
 
+        self._shown_state: dict[tuple[str, str], Status] = {}  # what alert_state says
+
     def observe_api(self, path: str, seconds: float) -> None:
         self.api_latency.labels(path).observe(seconds)
 
@@ -127,9 +129,13 @@ class Metrics:
                 continue
             if outcome.spec.kind == "spend_anomaly":
                 self.learning.labels(account, outcome.spec.name).set(int(outcome.finding.learning))
+            alert, now_in = (account, outcome.spec.name), outcome.state.status
+            if self._shown_state.get(alert) is now_in:
+                continue  # the series already say so: most checks change nothing
+            self._shown_state[alert] = now_in
             for status in Status:
-                value = 1 if outcome.state.status is status else 0
-                self.alert_state.labels(account, outcome.spec.name, status.value).set(value)
+                value = 1 if now_in is status else 0
+                self.alert_state.labels(*alert, status.value).set(value)
 
     def observe_leases(self, replica: str, held: set[str], accounts: list[str]) -> None:
         self.replica_info.labels(replica).set(1)

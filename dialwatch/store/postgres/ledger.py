@@ -4,21 +4,18 @@ queries, and the new items each item rule matched until their message is queued.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from dialwatch.clock import to_micros
-from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
-from dialwatch.rules.schema import Match
+from dialwatch.model import ItemMatches, LedgerItem
 from dialwatch.store.postgres.cluster import check_fence
 from dialwatch.store.postgres.schema import Conn, Database, marks
 from dialwatch.store.protocol import Fence
 from dialwatch.store.sql import (
     ADD_SPEND_DAY,
+    ADD_SPEND_TOTAL,
     LEDGER_COLUMNS,
-    TOP,
     ledger_item,
-    spend_days,
-    spend_filter,
+    spend_rows,
 )
 from dialwatch.units import Money
 
@@ -51,13 +48,12 @@ class LedgerTables(Database):
             new = [item for item in items if item.key not in seen]
             if not new:
                 return 0
-            by_day = spend_days(account, new)
+            timed = [(to_micros(item.occurred_at), item) for item in new]
+            spend = spend_rows(account, timed)
             async with conn.cursor() as cur:
                 await cur.executemany(
-                    _INSERT,
-                    [(account, item.key, item.type, to_micros(item.occurred_at), *item[3:])
-                     for item in new],
-                )  # fmt: skip
+                    _INSERT, [(account, item.key, item.type, at, *item[3:]) for at, item in timed]
+                )
                 found = [
                     (account, rule, item.key)
                     for item in new
@@ -68,44 +64,12 @@ class LedgerTables(Database):
                         "INSERT INTO item_matches VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                         found,
                     )
-                if by_day:
-                    await cur.executemany(marks(ADD_SPEND_DAY), by_day)
+                if spend.days:
+                    await cur.executemany(marks(ADD_SPEND_DAY), spend.days)
+                    await cur.executemany(marks(ADD_SPEND_TOTAL), spend.totals)
             return len(new)
 
         return await self._run(add)
-
-    async def spend(
-        self,
-        account: str,
-        since: datetime,
-        currency: str,
-        match: Match | None = None,
-        until: datetime | None = None,
-    ) -> SpendSummary:
-        where, params = spend_filter(account, since, currency, match, until, postgres=True)
-        where = where.replace("?", "%s")
-
-        async def read(conn: Conn) -> SpendSummary:
-            cursor = await conn.execute(
-                f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
-            )
-            total, count = await cursor.fetchone() or (0, 0)
-
-            async def top(column: str) -> tuple[tuple[str, Money], ...]:
-                cursor = await conn.execute(
-                    f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
-                    f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
-                    params,
-                )
-                rows = await cursor.fetchall()
-                return tuple((name, Money(int(cents), currency)) for name, cents in rows)
-
-            # Dial names a fare; the other providers describe the item.
-            by_number = await top("number")
-            by_fare = await top("COALESCE(fare, description)")
-            return SpendSummary(since, Money(int(total), currency), count, by_number, by_fare)
-
-        return await self._run(read)
 
     async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         async def read(conn: Conn) -> ItemMatches:

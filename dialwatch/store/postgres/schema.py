@@ -20,11 +20,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from dialwatch.errors import ConfigError, StateUnavailable
 from dialwatch.logs import REDACTOR
 from dialwatch.store.common import Row, SqlTables
+from dialwatch.store.sql import FILL_SPEND_TOTALS, SPEND_TOTALS
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Row]
 
-SCHEMA_VERSION = 7  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
+SCHEMA_VERSION = 8  # the same numbering as the SQLite file's (dialwatch.store.sqlite)
 # Serialises schema creation and upgrades when several replicas start at once.
 _SCHEMA_LOCK = 0x6469616C77617463  # "dialwatc"
 # What takes a database from version N-1 to N (the schema below is version 5, the first
@@ -38,11 +39,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE spend_days DROP CONSTRAINT IF EXISTS spend_days_pkey",
         "ALTER TABLE spend_days ADD PRIMARY KEY (account, day, currency)",
     ),
+    # Spend per minute and hour, so that a window's sum does not read its items.
+    8: (SPEND_TOTALS, *FILL_SPEND_TOTALS),
 }
 # The database's clock, in microseconds since the epoch.
 NOW_US = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS dialwatch_schema (
     only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
     version INTEGER NOT NULL
@@ -142,6 +145,7 @@ CREATE TABLE IF NOT EXISTS spend_days (
     currency TEXT NOT NULL DEFAULT 'USD',
     PRIMARY KEY (account, day, currency)
 );
+{SPEND_TOTALS};
 CREATE TABLE IF NOT EXISTS item_matches (
     account TEXT NOT NULL,
     rule TEXT NOT NULL,

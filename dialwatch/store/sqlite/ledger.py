@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from dialwatch.clock import to_micros
-from dialwatch.model import ItemMatches, LedgerItem, SpendSummary
-from dialwatch.rules.schema import Match
+from dialwatch.model import ItemMatches, LedgerItem
 from dialwatch.store.protocol import Fence
 from dialwatch.store.sql import (
     ADD_SPEND_DAY,
+    ADD_SPEND_TOTAL,
     LEDGER_COLUMNS,
-    TOP,
     ledger_item,
-    spend_days,
-    spend_filter,
+    spend_rows,
 )
 from dialwatch.store.sqlite.cluster import check_fence
 from dialwatch.store.sqlite.schema import Database
@@ -46,8 +43,6 @@ class LedgerTables(Database):
         matches: Mapping[str, Sequence[str]] | None,
         fence: Fence | None,
     ) -> int:
-        # These rows need no fsync of their own: until the check commits its cursor
-        # (with a full sync), a crash only means they are read again.
         keys = [item.key for item in items]
         seen = {
             key
@@ -57,85 +52,27 @@ class LedgerTables(Database):
             )
         }
         new = [item for item in items if item.key not in seen]
-        relax = not db.in_transaction  # a dry run's outer transaction is never synced
-        if relax:
-            db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._transaction(db):
-                check_fence(db, account, fence)
+        timed = [(to_micros(item.occurred_at), item) for item in new]
+        spend = spend_rows(account, timed)
+        with self._transaction(db):
+            check_fence(db, account, fence)
+            db.executemany(
+                f"INSERT INTO ledger ({LEDGER_COLUMNS}) "
+                f"VALUES ({', '.join('?' * (len(LedgerItem._fields) + 1))})",
+                [(account, item.key, item.type, at, *item[3:]) for at, item in timed],
+            )
+            if matches:
                 db.executemany(
-                    f"INSERT INTO ledger ({LEDGER_COLUMNS}) "
-                    f"VALUES ({', '.join('?' * (len(LedgerItem._fields) + 1))})",
+                    "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
                     [
-                        (
-                            account,
-                            item.key,
-                            item.type,
-                            to_micros(item.occurred_at),
-                            item.cents,
-                            item.currency,
-                            item.fare,
-                            item.number,
-                            item.attribution,
-                            item.kind,
-                            item.invoice_id,
-                            item.reason,
-                            item.action,
-                            item.description,
-                            item.zone,
-                        )
+                        (account, rule, item.key)
                         for item in new
+                        for rule in matches.get(item.key, ())
                     ],
                 )
-                if matches:
-                    db.executemany(
-                        "INSERT OR IGNORE INTO item_matches VALUES (?, ?, ?)",
-                        [
-                            (account, rule, item.key)
-                            for item in new
-                            for rule in matches.get(item.key, ())
-                        ],
-                    )
-                db.executemany(ADD_SPEND_DAY, spend_days(account, new))
-        finally:
-            if relax:
-                db.execute("PRAGMA synchronous=FULL")
+            db.executemany(ADD_SPEND_DAY, spend.days)
+            db.executemany(ADD_SPEND_TOTAL, spend.totals)
         return len(new)
-
-    async def spend(
-        self,
-        account: str,
-        since: datetime,
-        currency: str,
-        match: Match | None = None,
-        until: datetime | None = None,
-    ) -> SpendSummary:
-        """Spend in [since, until) among items that `match` selects, with the biggest
-        contributors."""
-        where, params = spend_filter(account, since, currency, match, until)
-
-        def top(db: sqlite3.Connection, column: str) -> tuple[tuple[str, Money], ...]:
-            rows = db.execute(
-                f"SELECT {column}, SUM(cents) AS spent FROM ledger WHERE {where} "
-                f"AND {column} IS NOT NULL GROUP BY 1 ORDER BY spent DESC, 1 LIMIT {TOP}",
-                params,
-            )
-            return tuple((name, Money(cents, currency)) for name, cents in rows)
-
-        def read(db: sqlite3.Connection) -> SpendSummary:
-            total, count = db.execute(
-                f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
-            ).fetchone()
-            return SpendSummary(
-                since,
-                Money(total, currency),
-                count,
-                top(db, "number"),
-                # Dial names a fare; the other providers describe the item.
-                top(db, "COALESCE(fare, description)"),
-            )
-
-        return await self._run(read)
 
     async def item_matches(self, account: str, rule: str, limit: int) -> ItemMatches:
         return await self._run(lambda db: _item_matches(db, account, rule, limit))

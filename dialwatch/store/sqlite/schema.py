@@ -19,10 +19,11 @@ from typing import Any, Self, TypeVar
 
 from dialwatch.errors import ConfigError, StateUnavailable
 from dialwatch.store.common import Row, SqlTables
+from dialwatch.store.sql import FILL_SPEND_TOTALS, SPEND_TOTALS
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 7  # bump with a migration in _MIGRATIONS when a table changes
+SCHEMA_VERSION = 8  # bump with a migration in _MIGRATIONS when a table changes
 # What takes a state file from version N-1 to N: statements, each run if its table
 # exists (a missing table is created whole, and current, from _SCHEMA).
 _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
@@ -59,8 +60,13 @@ _MIGRATIONS: dict[int, tuple[tuple[str, str], ...]] = {
         ),
         ("spend_days", "DROP TABLE spend_days_v6"),
     ),
+    # Spend per minute and hour, so that a window's sum does not read its items.
+    8: (
+        ("ledger", f"{SPEND_TOTALS} WITHOUT ROWID"),
+        *(("ledger", fill) for fill in FILL_SPEND_TOTALS),
+    ),
 }
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS alerts (
     account TEXT NOT NULL,
     rule TEXT NOT NULL,
@@ -164,6 +170,7 @@ CREATE TABLE IF NOT EXISTS spend_days (
     cents INTEGER NOT NULL,
     PRIMARY KEY (account, day, currency)
 ) WITHOUT ROWID;
+{SPEND_TOTALS} WITHOUT ROWID;
 -- New items that matched an item rule, until the end of the check groups them into
 -- one message: durable, so a crash mid-backlog loses no per-item alert.
 CREATE TABLE IF NOT EXISTS item_matches (
@@ -230,7 +237,7 @@ class Database(SqlTables):
         db = sqlite3.connect(str(self._path), isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:

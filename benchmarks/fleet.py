@@ -1,0 +1,236 @@
+"""What watching many accounts costs one process: CPU per steady-state check against the
+bare transport, memory, the start-up spread and the longest event-loop stall.
+
+A simulated Dial API serves in its own process (one key for every account, a ledger of
+a few day-old items, so each idle check reads the billing and one activity page). For
+each N, in fresh client processes:
+
+- bare: aiohttp doing only what an idle check of N accounts needs on the wire (GET the
+  billing and one activity page per account, decode the JSON), in rounds;
+- dialwatch rounds: `fleet.check()` of N accounts, as `dialwatch run` builds them (a
+  SQLite state file, three rules: balance, 24 h spend, per-item), in rounds after a
+  first one that creates the rows: CPU per check, against the bare loop's;
+- dialwatch service: `run_service` itself at the interval, timing start to every
+  account's first check, then the CPU share of one core over one whole interval, the
+  RSS, and the longest event-loop stall a 10 ms ticker saw throughout.
+
+Run: python benchmarks/fleet.py [--interval S] [N ...]   (default: 60 s; 10 1000 10000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import multiprocessing
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from ledger_read import KEY, run_client
+from pydantic import SecretStr
+
+ROUNDS = 3
+ITEMS = [  # a quiet account: its last activity was yesterday
+    {"type": "usage", "amountCents": 12, "totalCents": 12, "fareName": "voice.outbound.minute",
+     "number": "+14155550123", "billedQuantity": 1, "attribution": "wallet", "callId": f"c{i}",
+     "occurredAt": (datetime.now(UTC) - timedelta(days=1, minutes=i)).isoformat()}
+    for i in range(20)
+]  # fmt: skip
+
+
+def _serve(ports: multiprocessing.Queue[int]) -> None:
+    from dialwatch.simulators.dial import DialAccount, DialSimulator
+
+    async def main() -> None:
+        simulator = DialSimulator(DialAccount(api_key=KEY))
+        simulator.ledger.extend(ITEMS)
+        await simulator.start()
+        ports.put(int(simulator.base_url.rsplit(":", 1)[1]))
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _rules(accounts: int, base_url: str) -> str:
+    listed = "\n".join(
+        f"  - {{name: a{i}, provider: dial, api_key: '{KEY}', base_url: '{base_url}'}}"
+        for i in range(accounts)
+    )
+    return f"""
+channels:
+  log: "json://127.0.0.1:9/unused"
+defaults:
+  notify: [log]
+accounts:
+{listed}
+rules:
+  - name: wallet-low
+    kind: balance_below
+    threshold: "$50.00"
+  - name: daily-spend
+    kind: spend_above
+    window: 24h
+    amount: "$500.00"
+  - name: expensive-call
+    kind: usage_item
+    min_amount: "$50.00"
+"""
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Stalls:
+    """The longest time the event loop was late to wake a 10 ms ticker."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            self.longest = max(self.longest, loop.time() - due)
+
+    def __enter__(self) -> Stalls:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def _bare(base_url: str, accounts: int) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    async def check(session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{base_url}/api/v1/billing") as r:
+            await r.json()
+        params = {"limit": "100", "filter": "all"}
+        async with session.get(f"{base_url}/api/v1/billing/activity", params=params) as r:
+            await r.json()
+
+    async with aiohttp.ClientSession(headers=headers) as session:
+        await asyncio.gather(*(check(session) for _ in range(accounts)))  # warm
+        cpu = time.process_time()
+        for _ in range(ROUNDS):
+            await asyncio.gather(*(check(session) for _ in range(accounts)))
+        cpu = time.process_time() - cpu
+    return {"cpu_ms": cpu / (ROUNDS * accounts) * 1000, "rss_mb": _rss_mb()}
+
+
+async def _rounds(base_url: str, accounts: int) -> dict[str, Any]:
+    from dialwatch.fleet import open_fleet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        async with open_fleet(*_service(base_url, accounts, tmp)) as fleet:
+            await fleet.check()  # the first round creates each account's rows
+            cpu = time.process_time()
+            with Stalls() as stalls:
+                for _ in range(ROUNDS):
+                    reports = await fleet.check()
+                    assert not any(r.errors for r in reports), [r.errors for r in reports][:1]
+            cpu = time.process_time() - cpu
+    return {"cpu_ms": cpu / (ROUNDS * accounts) * 1000, "rss_mb": _rss_mb(),
+            "stall_ms": stalls.longest * 1000}  # fmt: skip
+
+
+async def _running(base_url: str, accounts: int, interval: float) -> dict[str, Any]:
+    from dialwatch.fleet import open_fleet
+    from dialwatch.runner import run_service
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings, rules = _service(base_url, accounts, tmp, interval)
+        async with open_fleet(settings, rules) as fleet:
+            stop = asyncio.Event()
+            started = time.perf_counter()
+            with Stalls() as stalls:
+                service = asyncio.create_task(run_service(fleet, stop))
+                watchers = list(fleet.watchers.values())
+                while any(w.health.last_check is None for w in watchers):
+                    await asyncio.sleep(0.05)
+                all_checked = time.perf_counter() - started
+                cpu = time.process_time()
+                await asyncio.sleep(interval)
+                cpu = time.process_time() - cpu
+                stop.set()
+                await service
+            failed = sum(w.health.last_error is not None for w in watchers)
+    return {"all_checked_s": all_checked, "core_share": cpu / interval, "rss_mb": _rss_mb(),
+            "stall_ms": stalls.longest * 1000, "failed": failed}  # fmt: skip
+
+
+def _service(base_url: str, accounts: int, tmp: str, interval: float = 60.0) -> tuple[Any, Any]:
+    from dialwatch.logs import configure_logging
+    from dialwatch.rules.loading import parse_rules
+    from dialwatch.settings import Settings
+
+    configure_logging("json", "warning", io.StringIO())  # as a service runs: no debug lines
+    settings = Settings(
+        state=SecretStr(str(Path(tmp) / "bench.db")), interval=timedelta(seconds=interval)
+    )
+    return settings, parse_rules(_rules(accounts, base_url), "bench.yaml", {})
+
+
+def _client(mode: str, base_url: str, accounts: str, interval: str) -> None:
+    n = int(accounts)
+    work = {
+        "bare": lambda: _bare(base_url, n),
+        "rounds": lambda: _rounds(base_url, n),
+        "service": lambda: _running(base_url, n, float(interval)),
+    }[mode]
+    print(json.dumps(asyncio.run(work())))
+
+
+def main(sizes: list[int], interval: float) -> None:
+    ports: multiprocessing.Queue[int] = multiprocessing.Queue()
+    server = multiprocessing.Process(target=_serve, args=(ports,), daemon=True)
+    server.start()
+    base_url = f"http://127.0.0.1:{ports.get(timeout=60)}"
+    print(f"Per idle check (billing + one activity page), {ROUNDS} rounds after a first; "
+          f"the service at a {interval:g} s interval")  # fmt: skip
+    print(
+        f"{'accounts':>8} {'bare CPU ms':>11} {'dialwatch CPU ms':>16} {'ratio':>6} "
+        f"{'all checked s':>13} {'core share':>10} {'RSS MB':>7} {'stall ms':>8}"
+    )
+    try:
+        for n in sizes:
+            extra = [str(n), str(interval)]
+            bares, ours = [], []
+            for _ in range(2):  # alternating, so a noisy moment hits both sides
+                bares.append(run_client(__file__, "bare", base_url, extra)["cpu_ms"])
+                ours.append(run_client(__file__, "rounds", base_url, extra)["cpu_ms"])
+            service = run_client(__file__, "service", base_url, extra)
+            assert service["failed"] == 0, service
+            bare, our = statistics.median(bares), statistics.median(ours)
+            print(
+                f"{n:>8,} {bare:>11.2f} {our:>16.2f} {our / bare:>5.2f}x "
+                f"{service['all_checked_s']:>13.1f} {service['core_share']:>9.1%} "
+                f"{service['rss_mb']:>7.1f} {service['stall_ms']:>8.1f}"
+            )
+    finally:
+        server.terminate()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--client"]:
+        _client(*sys.argv[2:6])
+    else:
+        args = sys.argv[1:]
+        interval = 60.0
+        if "--interval" in args:
+            at = args.index("--interval")
+            interval = float(args[at + 1])
+            del args[at : at + 2]
+        main([int(a) for a in args] or [10, 1000, 10_000], interval)
