@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from dialwatch.alerting.decide import AlertSpec, Decided, rule_spec, watcher_spec
-from dialwatch.alerting.lifecycle import AlertState, Decision, Status
+from dialwatch.alerting.lifecycle import AlertState, Decision, Status, step
 from dialwatch.alerting.routing import Target
 from dialwatch.delivery.outbox import episode_key
 from dialwatch.errors import AuthError, ProviderError
@@ -28,6 +28,7 @@ from dialwatch.rules.evaluate import (
 )
 from dialwatch.rules.schema import (
     WATCHER_ALERTS,
+    AlertmanagerChannel,
     Rule,
     RulesFile,
     RunwayBelow,
@@ -61,6 +62,8 @@ async def evaluate_rules(
     spend: dict[str, Money] = {}
     for rule in active:
         finding: Finding | None = None
+        spec = rule_spec(rules, rule, account, provider)
+        state = states.get(rule.name, AlertState())
         if isinstance(rule, SnapshotRule) and snapshot is not None:
             # Hysteresis holds a firing alert; a pending one is judged by its threshold.
             was_active = states.get(rule.name, AlertState()).status is Status.FIRING
@@ -71,8 +74,7 @@ async def evaluate_rules(
             since = spend_since(rule, now)
             currency = rule.amount.currency
             summary = await store.spend(account, since, currency, rule.match, contributors=False)
-            if over_amount(rule, summary.total) or rule.name in states:
-                # A message may follow (it fires, repeats or resolves): name who spent.
+            if _may_tell(rules, spec, state, over_amount(rule, summary.total), now):
                 summary = await store.spend(account, since, currency, rule.match)
             spend[rule.name] = summary.total
             finding = evaluate_spend(rule, summary)
@@ -88,16 +90,28 @@ async def evaluate_rules(
                     usual = usual_week(hours, now)
                     finding = evaluate_runway_seasonal(rule, balance, usual, burned, now)
         elif isinstance(rule, SpendAnomaly) and read_ledger:
-            # Who drove an increase is read only where a message may follow.
-            named = rule.name in states
-            history = await seasonal(store, account, rule, now, covers_since, named)
+            history = await seasonal(store, account, rule, now, covers_since, False)
             finding = evaluate_anomaly(rule, history)
-            if finding.active and not named:
+            if _may_tell(rules, spec, state, finding.active, now):
                 history = await seasonal(store, account, rule, now, covers_since, True)
                 finding = evaluate_anomaly(rule, history)
         if finding is not None:
-            evaluations.append((rule_spec(rules, rule, account, provider), finding))
+            evaluations.append((spec, finding))
     return evaluations, spend
+
+
+def _may_tell(
+    rules: RulesFile, spec: AlertSpec, state: AlertState, active: bool, now: datetime
+) -> bool:
+    """Whether an alert in `state` can become a message at this check (it fires,
+    reminds or resolves; a firing one is posted to Alertmanager at every check). Only
+    then are a spend rule's contributors read: that scans the window's items. Silences
+    and inhibition only ever take a message away, so they are not asked."""
+    if step(state, active, now, spec.timing)[1] is not Decision.NONE:
+        return True
+    return state.status is Status.FIRING and any(
+        isinstance(rules.channels.get(t.channel), AlertmanagerChannel) for t in spec.targets
+    )
 
 
 DIMENSIONS = ("number", "prefix", "fare")

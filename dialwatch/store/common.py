@@ -203,7 +203,7 @@ class SqlTables(ABC):
     async def _window(self, q: SpendQuery) -> tuple[int, int]:
         """The spend and the item count `q` selects: without a match from the running
         totals (a cost that does not grow with the items), with one by the items."""
-        if q.match is None:
+        if q.match is None or q.match == Match():  # every item: the running totals
             sql, params = window_sum(
                 q.account, q.since, q.until, q.currency, postgres=self.postgres
             )
