@@ -64,6 +64,9 @@ class Fleet:
     unrecorded: Unrecorded = field(default_factory=Unrecorded)
     # After a step of the wall clock, what is pending is retried at once (see watch_clock).
     retry_pending: bool = False
+    # Fresh installs' balance charts, rebuilt one account at a time: 10,000 at once
+    # would take the CPU the first checks need.
+    rebuilds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     clock_steps: ClockSteps = field(init=False)
 
     def __post_init__(self) -> None:

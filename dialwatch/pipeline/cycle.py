@@ -46,7 +46,7 @@ from dialwatch.pipeline.events import digests_due, item_events
 from dialwatch.pipeline.ledger import LedgerSync, sync_ledger
 from dialwatch.providers import REGISTRY, Provider
 from dialwatch.rules.schema import LEDGER_KINDS, WATCHER_ALERTS, Rule, RulesFile
-from dialwatch.store import Fence, Store
+from dialwatch.store import Fence, LedgerCursor, Store
 from dialwatch.units import Money
 
 __all__ = ["AUTH_ALERT", "UNHEALTHY_ALERT", "CycleReport", "Watcher", "run_checks", "run_cycle"]
@@ -179,18 +179,18 @@ async def _cycle(w: Watcher) -> CycleReport:
     now, store, account, provider = w.clock.now(), w.store, w.account, w.provider
     rules, active = w.rules, w.active_rules
     bound = log.bind(account=account, provider=provider)
-    # read
+    # read (what the store knows, in one trip, and the account)
+    stored = await store.known(account, now)
     snapshot, error = await _read(w.source, now, bound)
     # sync ledger
-    ledger, ledger_error = await _sync_ledger(w, active, now, error, bound)
+    ledger, ledger_error = await _sync_ledger(w, stored.cursor, active, now, error, bound)
     errors = [e for e in (error, ledger_error) if e is not None]
-    states = await store.alert_states(account)
-    silences = await store.silences(now)
-    failing_since = (await store.failing_since(account) or now) if errors else None
+    states, silences = stored.states, stored.silences
+    failing_since = (stored.failing_since or now) if errors else None
     # evaluate
     evaluations, spend = await evaluate_rules(
         store, rules, active, account, provider, now, snapshot, ledger is not None, states,
-        ledger.covers_since if ledger else None,
+        stored.balance, ledger.covers_since if ledger else None,
     )  # fmt: skip
     evaluations += watcher_alerts(rules, account, provider, errors, failing_since, now)
     # silence, inhibit, decide
@@ -285,6 +285,7 @@ async def _read(
 
 async def _sync_ledger(
     w: Watcher,
+    cursor: LedgerCursor | None,
     active: tuple[Rule, ...],
     now: datetime,
     error: ProviderError | None,
@@ -299,7 +300,7 @@ async def _sync_ledger(
     sweep = w.swept_at is None or now - w.swept_at >= w.ledger_overlap
     try:
         synced = await sync_ledger(
-            w.source, w.store, active, now, w.ledger_overlap, w.fence, keep, sweep
+            w.source, w.store, cursor, active, now, w.ledger_overlap, w.fence, keep, sweep
         )
         if sweep:
             w.swept_at = now

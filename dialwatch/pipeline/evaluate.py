@@ -53,11 +53,11 @@ async def evaluate_rules(
     snapshot: BillingSnapshot | None,
     read_ledger: bool,
     states: Mapping[str, AlertState],
+    previous_balance: Money | None,
     covers_since: datetime | None = None,
 ) -> tuple[list[Evaluation], dict[str, Money]]:
     """Findings for every rule in `active` whose inputs this check could read, and the
     spend each spend_above rule counted."""
-    previous_balance = await store.last_balance(account)
     evaluations = []
     spend: dict[str, Money] = {}
     for rule in active:

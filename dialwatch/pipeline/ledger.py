@@ -21,7 +21,7 @@ import structlog
 from dialwatch.model import ActivityStats, LedgerItem
 from dialwatch.rules.evaluate import history_needed, item_matches
 from dialwatch.rules.schema import ItemRule, LedgerEvent, Rule, UsageItem
-from dialwatch.store import Fence, LedgerCheckpoint, Store
+from dialwatch.store import Fence, LedgerCheckpoint, LedgerCursor, Store
 
 log = structlog.get_logger("dialwatch.ledger")
 
@@ -61,6 +61,7 @@ PROGRESS_EVERY = 10_000  # items between two progress lines of a long read
 async def sync_ledger(
     source: ActivitySource,
     store: Store,
+    cursor: LedgerCursor | None,
     rules: tuple[Rule, ...],
     now: datetime,
     overlap: timedelta,
@@ -69,13 +70,13 @@ async def sync_ledger(
     sweep: bool = True,
 ) -> LedgerSync:
     """Read what is new in the ledger into the store, and keep what the rules need and
-    `keep` besides (the digests' periods); raises ProviderError.
+    `keep` besides (the digests' periods), from `cursor` (the store's, as the check
+    began); raises ProviderError.
 
     Late rows are looked for in the overlap on every page read anyway; pages that hold
     nothing but the overlap are asked for only when `sweep` is set (once per overlap,
     by the caller), so a busy account's check reads what is new, not ten minutes of it."""
     account = source.account
-    cursor = await store.ledger_cursor(account)
     history = max(history_needed(rules, now), overlap, keep)
     backfill = cursor is None
     # Items from `news_from` on are new to the rules; older ones are only history.

@@ -14,6 +14,7 @@ from dialwatch.logs import REDACTOR
 from dialwatch.settings import default_replica, is_postgres
 from dialwatch.store.protocol import (
     Fence,
+    Known,
     LedgerCheckpoint,
     LedgerCursor,
     ReplicaInfo,
@@ -24,6 +25,7 @@ from dialwatch.store.sqlite import SqliteStore
 
 __all__ = [
     "Fence",
+    "Known",
     "LedgerCheckpoint",
     "LedgerCursor",
     "ReplicaInfo",

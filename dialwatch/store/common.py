@@ -19,7 +19,7 @@ from dialwatch.delivery.messages import Message, Part
 from dialwatch.delivery.outbox import REFRESH, OutboxRow
 from dialwatch.model import SPEND_TYPES, SpendSummary
 from dialwatch.rules.schema import Match
-from dialwatch.store.protocol import LedgerCursor, SpendQuery
+from dialwatch.store.protocol import Known, LedgerCursor, SpendQuery
 from dialwatch.store.sql import (
     CLAIM_TTL,
     HISTORY_STEP_US,
@@ -46,6 +46,41 @@ SPEND_BY = {"number": "number", "fare": "COALESCE(fare, description)",
             "prefix": "substr(number, 1, 5)"}  # fmt: skip
 
 
+_STATES = (
+    "SELECT rule, status, active_since, last_notified, notifications FROM alerts WHERE account = ?"
+)
+_SILENCES = (
+    "SELECT id, rule, account, ends_at, reason, created_at FROM silences WHERE ends_at > ? "
+    "ORDER BY id"
+)
+
+
+def _cursor(rows: list[Row]) -> LedgerCursor | None:
+    if not rows:
+        return None
+    newest, covers = rows[0]
+    return LedgerCursor(from_iso(newest), from_iso(covers) if covers else None)
+
+
+def _states(rows: list[Row]) -> dict[str, AlertState]:
+    return {rule: alert_state(*state) for rule, *state in rows}
+
+
+def _silences(rows: list[Row]) -> list[Silence]:
+    return [
+        Silence(id, rule, account, from_iso(ends), reason, from_iso(created))
+        for id, rule, account, ends, reason, created in rows
+    ]
+
+
+def _failing(rows: list[Row]) -> datetime | None:
+    return from_iso(rows[0][0]) if rows else None
+
+
+def _balance(rows: list[Row]) -> Money | None:
+    return Money(int(rows[0][0]), rows[0][1]) if rows else None
+
+
 class SqlTables(ABC):
     """The shared half of a SQL Store."""
 
@@ -63,23 +98,47 @@ class SqlTables(ABC):
     async def _write(self, sql: str, params: Any = ()) -> int:
         """One statement, committed; returns how many rows it touched."""
 
-    # Alert states, balances, digests, silences.
-    async def alert_states(self, account: str) -> dict[str, AlertState]:
-        rows = await self._all(
-            "SELECT rule, status, active_since, last_notified, notifications "
-            "FROM alerts WHERE account = ?",
-            (account,),
+    @abstractmethod
+    async def _reads(self, reads: list[tuple[str, Any]]) -> list[list[Row]]:
+        """Several SELECTs in one trip to the database."""
+
+    # What a check starts from: each read alone, or all in one trip (`known`).
+    async def known(self, account: str, now: datetime) -> Known:
+        reads = [
+            ("SELECT newest, covers_since FROM ledger_cursor WHERE account = ?", (account,)),
+            (_STATES, (account,)),
+            (_SILENCES, (to_iso(now),)),
+            ("SELECT since FROM failing WHERE account = ?", (account,)),
+            ("SELECT cents, currency FROM balances WHERE account = ?", (account,)),
+        ]
+        cursor, states, silences, failing, balance = await self._reads(reads)
+        return Known(
+            _cursor(cursor), _states(states), _silences(silences), _failing(failing),
+            _balance(balance),
+        )  # fmt: skip
+
+    async def ledger_cursor(self, account: str) -> LedgerCursor | None:
+        return _cursor(
+            await self._all(
+                "SELECT newest, covers_since FROM ledger_cursor WHERE account = ?", (account,)
+            )
         )
-        return {rule: alert_state(*state) for rule, *state in rows}
+
+    async def alert_states(self, account: str) -> dict[str, AlertState]:
+        return _states(await self._all(_STATES, (account,)))
+
+    async def silences(self, now: datetime) -> list[Silence]:
+        return _silences(await self._all(_SILENCES, (to_iso(now),)))
 
     async def failing_since(self, account: str) -> datetime | None:
-        row = await self._one("SELECT since FROM failing WHERE account = ?", (account,))
-        return from_iso(row[0]) if row else None
+        return _failing(await self._all("SELECT since FROM failing WHERE account = ?", (account,)))
 
     async def last_balance(self, account: str) -> Money | None:
-        row = await self._one("SELECT cents, currency FROM balances WHERE account = ?", (account,))
-        return Money(int(row[0]), row[1]) if row else None
+        return _balance(
+            await self._all("SELECT cents, currency FROM balances WHERE account = ?", (account,))
+        )
 
+    # Digests, balance history, silences.
     async def digest_sent_for(self, name: str) -> datetime | None:
         row = await self._one("SELECT sent_for FROM digests WHERE name = ?", (name,))
         return from_iso(row[0]) if row else None
@@ -133,17 +192,6 @@ class SqlTables(ABC):
         assert row is not None
         return int(row[0])
 
-    async def silences(self, now: datetime) -> list[Silence]:
-        rows = await self._all(
-            "SELECT id, rule, account, ends_at, reason, created_at FROM silences "
-            "WHERE ends_at > ? ORDER BY id",
-            (to_iso(now),),
-        )
-        return [
-            Silence(id, rule, account, from_iso(ends), reason, from_iso(created))
-            for id, rule, account, ends, reason, created in rows
-        ]
-
     async def end_silence(self, silence_id: int, now: datetime) -> bool:
         changed = await self._write(
             "UPDATE silences SET ends_at = ? WHERE id = ? AND ends_at > ?",
@@ -152,14 +200,6 @@ class SqlTables(ABC):
         return changed == 1
 
     # The ledger.
-    async def ledger_cursor(self, account: str) -> LedgerCursor | None:
-        row = await self._one(
-            "SELECT newest, covers_since FROM ledger_cursor WHERE account = ?", (account,)
-        )
-        if row is None:
-            return None
-        return LedgerCursor(from_iso(row[0]), from_iso(row[1]) if row[1] else None)
-
     async def spend(
         self,
         account: str,

@@ -29,6 +29,16 @@ class LedgerCursor(NamedTuple):
     covers_since: datetime | None  # every item since then is stored (None: not known)
 
 
+class Known(NamedTuple):
+    """What a check starts from, read in one trip to the store."""
+
+    cursor: LedgerCursor | None
+    states: dict[str, AlertState]
+    silences: list[Silence]
+    failing_since: datetime | None
+    balance: Money | None  # the previous check's
+
+
 class SpendQuery(NamedTuple):
     """Spend items in `currency` in [since, until) (no until: to now) that `match` selects."""
 
@@ -80,6 +90,11 @@ class Store(OutboxStore, Protocol):
         ...
 
     # What a check reads before it decides.
+    async def known(self, account: str, now: datetime) -> Known:
+        """The ledger cursor, alert states, silences, failing-since and last balance of
+        `account`, in one trip (each is also its own method below)."""
+        ...
+
     async def alert_states(self, account: str) -> dict[str, AlertState]: ...
 
     async def failing_since(self, account: str) -> datetime | None: ...

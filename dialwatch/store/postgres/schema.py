@@ -231,6 +231,10 @@ class Database(SqlTables):
             cursor = await conn.execute(marks(sql), params)
             return await cursor.fetchall()
 
+    async def _reads(self, reads: list[tuple[str, Any]]) -> list[list[Row]]:
+        async with self._connection() as conn:
+            return [await (await conn.execute(marks(sql), p)).fetchall() for sql, p in reads]
+
     async def _one(self, sql: str, params: Any = ()) -> Row | None:
         async with self._connection() as conn:
             cursor = await conn.execute(marks(sql), params)

@@ -297,6 +297,9 @@ class Database(SqlTables):
     async def _all(self, sql: str, params: Any = ()) -> list[Row]:
         return await self._run(lambda db: db.execute(sql, params).fetchall())
 
+    async def _reads(self, reads: list[tuple[str, Any]]) -> list[list[Row]]:
+        return await self._run(lambda db: [db.execute(sql, p).fetchall() for sql, p in reads])
+
     async def _one(self, sql: str, params: Any = ()) -> Row | None:
         # All rows, so that the statement is finished (an INSERT ... RETURNING keeps its
         # write lock until it is).
