@@ -53,6 +53,8 @@ __all__ = ["AUTH_ALERT", "UNHEALTHY_ALERT", "CycleReport", "Watcher", "run_check
 
 log = structlog.get_logger("dialwatch.service")
 
+PRUNE_EVERY = timedelta(minutes=10)
+
 
 @dataclass
 class Health:
@@ -94,6 +96,7 @@ class Watcher:
     # of a check carries it, so a replica that lost the account writes nothing.
     fence: Fence | None = None
     swept_at: datetime | None = None  # when the ledger's overlap was last read whole
+    pruned_at: datetime | None = None  # when a commit last deleted what no longer counts
 
     @property
     def account(self) -> str:
@@ -214,7 +217,7 @@ async def _cycle(w: Watcher) -> CycleReport:
     if not errors:
         bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
     # commit to the outbox
-    await _commit(w, report, failing_since, digests_sent)
+    await _commit(w, report, failing_since, digests_sent, states)
     return report
 
 
@@ -230,7 +233,7 @@ async def _crashed(w: Watcher, error: InternalError) -> CycleReport:
     decided = decide_all(evaluations, states, silences, w.rules.inhibit, account, now)
     outcomes = [render(account, provider, d, now) for d in decided]
     report = CycleReport(now, None, error, tuple(outcomes), queued=_route(w, outcomes, now))
-    await _commit(w, report, failing_since, [])
+    await _commit(w, report, failing_since, [], states)
     return report
 
 
@@ -239,15 +242,23 @@ async def _commit(
     report: CycleReport,
     failing_since: datetime | None,
     digests: list[tuple[str, datetime]],
+    stored: Mapping[str, AlertState],
 ) -> None:
-    """The commit stage: states, the outbox rows the messages were routed to, the
-    ledger cursor, the balance and the history, in one transaction."""
+    """The commit stage: the states that changed (from `stored`, as the check began),
+    the outbox rows the messages were routed to, the ledger cursor, the balance and the
+    history, in one transaction; what no longer counts is pruned every PRUNE_EVERY."""
     outcomes, now = report.outcomes, report.now
     events = tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
+    prune = w.pruned_at is None or not timedelta(0) <= now - w.pruned_at < PRUNE_EVERY
+    states = {
+        o.spec.name: o.state
+        for o in outcomes
+        if o.decision is not Decision.EVENT and o.state != stored.get(o.spec.name, AlertState())
+    }
     await w.store.commit_check(
         w.account,
         now,
-        {o.spec.name: o.state for o in outcomes if o.decision is not Decision.EVENT},
+        states,
         report.queued,
         expires_at=now + w.outbox_expiry,
         balance=report.snapshot.balance if report.snapshot else None,
@@ -259,7 +270,10 @@ async def _commit(
         ],
         digests=digests,
         fence=w.fence,
+        prune=prune,
     )
+    if prune:
+        w.pruned_at = now
 
 
 def _route(w: Watcher, outcomes: list[Outcome], now: datetime) -> tuple[OutboxEntry, ...]:

@@ -120,12 +120,15 @@ class Store(OutboxStore, Protocol):
         decisions: Iterable[tuple[str, str]] = (),
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
+        prune: bool = True,
     ) -> None:
         """Record one check's outcome and queue its notifications, atomically.
 
         A channel's notifications of one check become one message. With `group_wait`,
         that message waits so long, and later checks add to it until it goes out.
         With a `fence`, nothing is written unless its lease is current (LeaseLost).
+        `states` may hold only the alerts whose state changed. With `prune`, what no
+        longer counts is deleted too (see `store.sql.check_writes`).
         """
         ...
 

@@ -327,9 +327,12 @@ def check_writes(
     failing_since: datetime | None,
     decisions: Iterable[tuple[str, str]],
     digests: Iterable[tuple[str, datetime]],
+    prune: bool = True,
 ) -> list[Batch]:
     """Everything a check's commit writes but its outbox messages, in both backends'
-    words, in order: each batch is one `executemany`."""
+    words, in order: each batch is one `executemany` (none without rows). With
+    `prune`, what is no longer needed goes too: old items, history, delivered messages
+    (each check need not: once every few minutes keeps the tables as small)."""
     stamp, horizon = to_iso(now), now - HISTORY_KEPT
     rows: list[tuple[object, ...]] = [(account, rule, d, stamp) for rule, d in decisions]
     batches: list[Batch] = [
@@ -367,6 +370,9 @@ def check_writes(
                 "DELETE FROM item_matches WHERE account = ? AND rule = ?",
                 [(account, rule) for rule in ledger.delivered_rules],
             ),
+        ]
+    if ledger is not None and prune:
+        batches += [
             # The running totals lose what the items about to go held, so a bucket
             # always sums the items stored (those of this prune only: older ones are gone).
             (
@@ -413,6 +419,8 @@ def check_writes(
                 [(account, bucket, balance.cents, balance.currency)],
             ),
         ]
+    if not prune:
+        return [batch for batch in batches if batch[1]]
     batches += [
         (
             "DELETE FROM balance_history WHERE account = ? AND at < ?",
@@ -433,7 +441,7 @@ def check_writes(
             [(to_iso(now - KEEP_REFRESHES),)],
         ),
     ]
-    return batches
+    return [batch for batch in batches if batch[1]]
 
 
 def _alert_row(account: str, rule: str, state: AlertState) -> tuple[object, ...]:

@@ -43,9 +43,10 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
         decisions: Iterable[tuple[str, str]] = (),
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
+        prune: bool = True,
     ) -> None:
         batches = check_writes(
-            account, now, states, balance, ledger, failing_since, decisions, digests
+            account, now, states, balance, ledger, failing_since, decisions, digests, prune
         )
         groups = by_channel(outbox, group_wait)
 
