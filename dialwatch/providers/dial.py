@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,35 +166,36 @@ def _contract_error(index: int, name: str, expected: str) -> ValidationError:
 def _keyed(rows: list[_Row]) -> list[LedgerItem]:
     """Ledger items with identities. Identical items at one instant are told apart by
     rank, which is stable because a batch always holds whole tie groups."""
-    ranks: Counter[tuple[datetime, str]] = Counter()
-    items = []
-    for row in rows:
-        item = row.item
+    ranks: dict[str, int] = {}
+    items: list[LedgerItem] = []
+    blake2b, append = hashlib.blake2b, items.append
+    for at, item in rows:
         # Identity from the documented fields only (the model's; extras are ignored),
         # so a field the API adds later does not make old items look new. repr of
         # str/int/None is canonical and far cheaper than json.dumps here. Computed only
         # for the items kept (a page's items below the floor never need it).
         content = repr(tuple(item.__dict__.values()))
-        digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
-        rank = ranks[(row.at, digest)]
-        ranks[(row.at, digest)] += 1
+        # Time first: keys of one page sort together, so storing a page touches a few
+        # B-tree pages, not one per item.
+        base = f"{time_key(at)}-{blake2b(content.encode(), digest_size=12).hexdigest()}"
+        rank = ranks.get(base, 0)
+        ranks[base] = rank + 1
         cents = item.amountCents
         if item.type == "usage" and item.totalCents is not None:
             cents = item.totalCents
-        items.append(
+        append(
             LedgerItem(
-                # Time first: keys of one page sort together, so storing a page
-                # touches a few B-tree pages, not one per item.
-                key=f"{time_key(row.at)}-{digest}#{rank}",
-                type=item.type,
-                occurred_at=row.at,
-                cents=cents or 0,
-                fare=item.fareName,
-                number=item.number,
-                attribution=item.attribution,
-                kind=item.kind,
-                invoice_id=item.invoiceId,
-                reason=item.reason,
+                f"{base}#{rank}",
+                item.type,
+                at,
+                cents or 0,
+                "USD",
+                item.fareName,
+                item.number,
+                item.attribution,
+                item.kind,
+                item.invoiceId,
+                item.reason,
             )
         )
     return items
