@@ -40,9 +40,11 @@ class LedgerTables(Database):
 
         async def add(conn: Conn) -> int:
             await check_fence(conn, account, fence)
+            # Keys start with the time: one range holds the batch (a backlog's is empty).
+            keys = [item.key for item in items]
             cursor = await conn.execute(
-                "SELECT key FROM ledger WHERE account = %s AND key = ANY(%s)",
-                (account, [item.key for item in items]),
+                "SELECT key FROM ledger WHERE account = %s AND key BETWEEN %s AND %s",
+                (account, min(keys), max(keys)),
             )
             seen = {key for (key,) in await cursor.fetchall()}
             new = [item for item in items if item.key not in seen]

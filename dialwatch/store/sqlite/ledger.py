@@ -43,12 +43,13 @@ class LedgerTables(Database):
         matches: Mapping[str, Sequence[str]] | None,
         fence: Fence | None,
     ) -> int:
+        # Keys start with the time: one range holds the batch (a backlog's is empty).
         keys = [item.key for item in items]
         seen = {
             key
             for (key,) in db.execute(
-                f"SELECT key FROM ledger WHERE account = ? AND key IN ({','.join('?' * len(keys))})",
-                [account, *keys],
+                "SELECT key FROM ledger WHERE account = ? AND key BETWEEN ? AND ?",
+                (account, min(keys), max(keys)),
             )
         }
         new = [item for item in items if item.key not in seen]
