@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ledger_read import KEY, run_client
+from ledger_read import KEY, run_client, usage_item
 from pydantic import SecretStr
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -52,19 +52,9 @@ def _items(per_day: int, days: float) -> list[dict[str, Any]]:
     """Usage items at `per_day`, from a day before START to `days` after it begins."""
     step = 86_400 / per_day
     count = int(per_day * (1 + days))
+    start = START - timedelta(days=1)
     return [
-        {
-            "type": "usage",
-            "occurredAt": (START - timedelta(days=1) + timedelta(seconds=i * step)).isoformat(),
-            "amountCents": 1 + i % 40,
-            "totalCents": 1 + i % 40,
-            "fareName": "voice.outbound.minute" if i % 3 else "sms.tier_1.message",
-            "number": f"+1415555{i % 50:04d}",
-            "billedQuantity": 1,
-            "attribution": "wallet",
-            "callId": f"call_{i}",
-        }
-        for i in range(count)
+        usage_item(i, start + timedelta(seconds=i * step), cents=1 + i % 40) for i in range(count)
     ]
 
 

@@ -23,11 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fleet import KEY, accounts_yaml
 from pydantic import SecretStr
 
 from tests.postgres import fresh_database, server_url
-
-KEY = "sk_bench_check_cost_00000000000"
 
 
 def _serve(ports: multiprocessing.Queue[int]) -> None:
@@ -43,10 +42,7 @@ def _serve(ports: multiprocessing.Queue[int]) -> None:
 
 
 def _rules(accounts: int, base_url: str) -> str:
-    listed = "\n".join(
-        f"  - {{name: a{i}, provider: dial, api_key: '{KEY}', base_url: '{base_url}'}}"
-        for i in range(accounts)
-    )
+    listed = accounts_yaml(accounts, base_url)
     return f"""
 channels:
   log: "json://127.0.0.1:9/unused"

@@ -10,6 +10,9 @@ each N, in fresh client processes:
 - dialwatch rounds: `fleet.check()` of N accounts, as `dialwatch run` builds them (a
   SQLite state file, three rules: balance, 24 h spend, per-item), in rounds after a
   first one that creates the rows: CPU per check, against the bare loop's;
+- with a backlog: the service with 1,000 idle accounts and one more whose first check
+  reads a 100,000-item backlog (served by a second simulated API): the longest loop
+  stall while that runs, and how long the backlog took;
 - dialwatch service: `run_service` itself at the interval, timing start to every
   account's first check, then the CPU share of one core over one whole interval, the
   RSS, and the longest event-loop stall a 10 ms ticker saw throughout.
@@ -20,6 +23,7 @@ Run: python benchmarks/fleet.py [--interval S] [N ...]   (default: 60 s; 10 1000
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import multiprocessing
@@ -33,10 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ledger_read import KEY, run_client
+import ledger_read
+from ledger_read import KEY, run_client, take_option
 from pydantic import SecretStr
 
 ROUNDS = 3
+BACKLOG = 100_000
 ITEMS = [  # a quiet account: its last activity was yesterday
     {"type": "usage", "amountCents": 12, "totalCents": 12, "fareName": "voice.outbound.minute",
      "number": "+14155550123", "billedQuantity": 1, "attribution": "wallet", "callId": f"c{i}",
@@ -58,11 +64,21 @@ def _serve(ports: multiprocessing.Queue[int]) -> None:
     asyncio.run(main())
 
 
-def _rules(accounts: int, base_url: str) -> str:
-    listed = "\n".join(
+def accounts_yaml(accounts: int, base_url: str) -> str:
+    """An accounts section of N Dial accounts on `base_url`, one key for all."""
+    return "\n".join(
         f"  - {{name: a{i}, provider: dial, api_key: '{KEY}', base_url: '{base_url}'}}"
         for i in range(accounts)
     )
+
+
+def _rules(accounts: int, base_url: str, backlog_url: str | None = None) -> str:
+    listed = accounts_yaml(accounts, base_url)
+    if backlog_url is not None:  # listed first: its check starts at once
+        first = (
+            f"  - {{name: backlog, provider: dial, api_key: '{KEY}', base_url: '{backlog_url}'}}"
+        )
+        listed = f"{first}\n{listed}"
     return f"""
 channels:
   log: "json://127.0.0.1:9/unused"
@@ -172,7 +188,35 @@ async def _running(base_url: str, accounts: int, interval: float) -> dict[str, A
             "stall_ms": stalls.longest * 1000, "failed": failed}  # fmt: skip
 
 
-def _service(base_url: str, accounts: int, tmp: str, interval: float = 60.0) -> tuple[Any, Any]:
+async def _backlog(base_url: str, backlog_url: str, accounts: int) -> dict[str, Any]:
+    from dialwatch.fleet import open_fleet
+    from dialwatch.runner import run_service
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings, rules = _service(base_url, accounts, tmp, 60.0, backlog_url)
+        async with open_fleet(settings, rules) as fleet:
+            gc.freeze()  # as the service has it once started
+            stop = asyncio.Event()
+            backlog = fleet.watchers["backlog"]  # listed first: its check starts at once
+            with Stalls() as stalls:
+                started = time.perf_counter()
+                service = asyncio.create_task(run_service(fleet, stop))
+                while backlog.health.last_check is None:
+                    await asyncio.sleep(0.05)
+                took = time.perf_counter() - started
+            stop.set()
+            await service
+            assert backlog.health.last_error is None, backlog.health.last_error
+    return {"backlog_s": took, "stall_ms": stalls.longest * 1000}
+
+
+def _service(
+    base_url: str,
+    accounts: int,
+    tmp: str,
+    interval: float = 60.0,
+    backlog_url: str | None = None,
+) -> tuple[Any, Any]:
     from dialwatch.logs import configure_logging
     from dialwatch.rules.loading import parse_rules
     from dialwatch.settings import Settings
@@ -181,7 +225,7 @@ def _service(base_url: str, accounts: int, tmp: str, interval: float = 60.0) -> 
     settings = Settings(
         state=SecretStr(str(Path(tmp) / "bench.db")), interval=timedelta(seconds=interval)
     )
-    return settings, parse_rules(_rules(accounts, base_url), "bench.yaml", {})
+    return settings, parse_rules(_rules(accounts, base_url, backlog_url), "bench.yaml", {})
 
 
 def _client(mode: str, base_url: str, accounts: str, interval: str) -> None:
@@ -190,6 +234,7 @@ def _client(mode: str, base_url: str, accounts: str, interval: str) -> None:
         "bare": lambda: _bare(base_url, n),
         "rounds": lambda: _rounds(base_url, n),
         "service": lambda: _running(base_url, n, float(interval)),
+        "backlog": lambda: _backlog(base_url, interval, n),  # `interval`: the backlog's URL
     }[mode]
     print(json.dumps(asyncio.run(work())))
 
@@ -220,18 +265,32 @@ def main(sizes: list[int], interval: float) -> None:
                 f"{service['all_checked_s']:>13.1f} {service['core_share']:>9.1%} "
                 f"{service['rss_mb']:>7.1f} {service['stall_ms']:>8.1f}"
             )
+        backlog_ports: multiprocessing.Queue[int] = multiprocessing.Queue()
+        backlog_server = multiprocessing.Process(
+            target=ledger_read._serve,
+            args=(BACKLOG, backlog_ports, 0.0, datetime.now(UTC)),
+            daemon=True,
+        )
+        backlog_server.start()
+        try:
+            backlog_url = f"http://127.0.0.1:{backlog_ports.get(timeout=300)}"
+            run = run_client(__file__, "backlog", base_url, ["1000", backlog_url])
+        finally:
+            backlog_server.terminate()
+        print(f"1,000 idle accounts and one reading a {BACKLOG:,}-item backlog: the backlog "
+              f"took {run['backlog_s']:.1f} s, the longest loop stall meanwhile "
+              f"{run['stall_ms']:.1f} ms")  # fmt: skip
     finally:
         server.terminate()
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--client"]:
+    if sys.argv[1:2] == ["--backlog"]:  # that scenario alone
+        sys.argv[1:2] = []
+        main([], 60.0)
+    elif sys.argv[1:2] == ["--client"]:
         _client(*sys.argv[2:6])
     else:
         args = sys.argv[1:]
-        interval = 60.0
-        if "--interval" in args:
-            at = args.index("--interval")
-            interval = float(args[at + 1])
-            del args[at : at + 2]
+        interval = take_option(args, "--interval", 60.0)
         main([int(a) for a in args] or [10, 1000, 10_000], interval)

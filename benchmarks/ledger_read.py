@@ -59,32 +59,44 @@ rules:
 """
 
 
-def _items(n: int) -> list[dict[str, Any]]:
-    """N usage items over the last 20 hours, in tie groups of 1 to 3."""
-    items = []
-    for i in range(n):
-        when = NOW - timedelta(seconds=1 + (i // 2) * 72_000 / n * 2)
-        items.append(
-            {
-                "type": "usage",
-                "occurredAt": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-                "amountCents": 1 + i % 900,
-                "totalCents": 1 + i % 900,
-                "fareName": "voice.outbound.minute" if i % 3 else "sms.tier_1.message",
-                "number": f"+1415555{i % 50:04d}",
-                "billedQuantity": 1,
-                "attribution": "wallet",
-                "phoneNumberId": f"pn_{i % 50}",
-                "callId": f"call_{i}",
-            }
-        )
-    return items
+def usage_item(i: int, when: datetime, cents: int | None = None) -> dict[str, Any]:
+    """The i-th usage item of a benchmark's ledger, at `when`, as Dial sends it."""
+    cents = 1 + i % 900 if cents is None else cents
+    return {
+        "type": "usage",
+        "occurredAt": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "amountCents": cents,
+        "totalCents": cents,
+        "fareName": "voice.outbound.minute" if i % 3 else "sms.tier_1.message",
+        "number": f"+1415555{i % 50:04d}",
+        "billedQuantity": 1,
+        "attribution": "wallet",
+        "phoneNumberId": f"pn_{i % 50}",
+        "callId": f"call_{i}",
+    }
+
+
+def _items(n: int, now: datetime = NOW) -> list[dict[str, Any]]:
+    """N usage items over the 20 hours before `now`, in tie groups of 1 to 3."""
+    return [usage_item(i, now - timedelta(seconds=1 + (i // 2) * 72_000 / n * 2)) for i in range(n)]
+
+
+def take_option(args: list[str], name: str, default: float) -> float:
+    """The value after `name` in `args` (removed from them), or `default`."""
+    if name not in args:
+        return default
+    at = args.index(name)
+    value = float(args[at + 1])
+    del args[at : at + 2]
+    return value
 
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 
 
-def _serve(n: int, ports: multiprocessing.Queue[int], latency_ms: float = 0.0) -> None:
+def _serve(
+    n: int, ports: multiprocessing.Queue[int], latency_ms: float = 0.0, now: datetime = NOW
+) -> None:
     from aiohttp import web
 
     from dialwatch.simulators.dial import DialAccount, DialSimulator
@@ -104,7 +116,7 @@ def _serve(n: int, ports: multiprocessing.Queue[int], latency_ms: float = 0.0) -
 
     async def main() -> None:
         simulator = Slow(DialAccount(api_key=KEY, balance_cents=10**9))
-        simulator.ledger.extend(_items(n))
+        simulator.ledger.extend(_items(n, now))
         await simulator.start()
         ports.put(int(simulator.base_url.rsplit(":", 1)[1]))
         await asyncio.Event().wait()
@@ -248,10 +260,6 @@ if __name__ == "__main__":
         _client(sys.argv[2], sys.argv[3])
     else:
         args = sys.argv[1:]
-        latency = 0.0
-        if "--latency" in args:
-            at = args.index("--latency")
-            latency = float(args[at + 1])
-            del args[at : at + 2]
+        latency = take_option(args, "--latency", 0.0)
         sizes = [int(a) for a in args if a != "--postgres"]
         main(sizes or [10_000, 100_000, 1_000_000], "--postgres" in args, latency)

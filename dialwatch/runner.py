@@ -61,6 +61,8 @@ async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
             halt = asyncio.Event()
             task = asyncio.create_task(_account_loop(fleet, watcher, halt, k * step_s))
             fleet.loops[name] = (watcher, halt, task)
+            if k % 100 == 99:
+                await asyncio.sleep(0)  # 10,000 loops to start: let the others run between
         # What lives now (the fleet, its rules, the modules) stays: the collector need
         # not walk it again. At 10,000 accounts a full collection that does stalls the
         # event loop for a second and more.

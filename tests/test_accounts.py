@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dialwatch import runner
 from dialwatch.cli import main
 from dialwatch.rules.loading import load_rules
 from dialwatch.runner import run_service
@@ -258,3 +259,31 @@ def test_validate_lists_each_account_with_the_rules_it_runs(
         "  cf (cloudflare): daily-spend, charges",
     ]
     assert API_KEY not in out
+
+
+async def test_the_first_checks_of_many_accounts_are_spread_out(
+    make_fleet: MakeFleet, rules_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start the accounts' first checks follow one another START_STEP_S apart (or
+    the interval shared among them, if less), never all at once: the i-th to start
+    starts no sooner than i steps after the service did."""
+    started: dict[str, float] = {}
+    check = runner.run_cycle
+
+    async def recorded(watcher: Any) -> Any:
+        started.setdefault(watcher.account, asyncio.get_running_loop().time())
+        return await check(watcher)
+
+    monkeypatch.setattr(runner, "run_cycle", recorded)
+    h = await make_fleet(rules_text)
+    stop = asyncio.Event()
+    began = asyncio.get_running_loop().time()
+    service = asyncio.create_task(run_service(h.fleet, stop))
+    try:
+        await wait_until(lambda: len(started) == len(h.fleet.watchers))
+    finally:
+        stop.set()
+        await service
+    assert len(started) >= 4
+    for i, at in enumerate(sorted(started.values())):
+        assert at - began >= i * runner.START_STEP_S, (i, at - began)
