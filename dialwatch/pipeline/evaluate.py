@@ -66,7 +66,7 @@ async def evaluate_rules(
         state = states.get(rule.name, AlertState())
         if isinstance(rule, SnapshotRule) and snapshot is not None:
             # Hysteresis holds a firing alert; a pending one is judged by its threshold.
-            was_active = states.get(rule.name, AlertState()).status is Status.FIRING
+            was_active = state.status is Status.FIRING
             finding = evaluate(
                 rule, snapshot, was_active=was_active, previous_balance=previous_balance
             )

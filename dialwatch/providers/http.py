@@ -82,7 +82,6 @@ class RequestLimit:
     aiolimiter's), so 10,000 accounts never burst the API; 0 lifts either."""
 
     def __init__(self, concurrency: int, per_second: float) -> None:
-        self.concurrency, self.per_second = concurrency, per_second
         self._slots = asyncio.Semaphore(concurrency) if concurrency else None
         self._rate = AsyncLimiter(per_second, 1) if per_second else None
 

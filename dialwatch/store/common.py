@@ -46,6 +46,9 @@ SPEND_BY = {"number": "number", "fare": "COALESCE(fare, description)",
             "prefix": "substr(number, 1, 5)"}  # fmt: skip
 
 
+_CURSOR = "SELECT newest, covers_since FROM ledger_cursor WHERE account = ?"
+_FAILING = "SELECT since FROM failing WHERE account = ?"
+_BALANCE = "SELECT cents, currency FROM balances WHERE account = ?"
 _STATES = (
     "SELECT rule, status, active_since, last_notified, notifications FROM alerts WHERE account = ?"
 )
@@ -105,11 +108,11 @@ class SqlTables(ABC):
     # What a check starts from: each read alone, or all in one trip (`known`).
     async def known(self, account: str, now: datetime) -> Known:
         reads = [
-            ("SELECT newest, covers_since FROM ledger_cursor WHERE account = ?", (account,)),
+            (_CURSOR, (account,)),
             (_STATES, (account,)),
             (_SILENCES, (to_iso(now),)),
-            ("SELECT since FROM failing WHERE account = ?", (account,)),
-            ("SELECT cents, currency FROM balances WHERE account = ?", (account,)),
+            (_FAILING, (account,)),
+            (_BALANCE, (account,)),
         ]
         cursor, states, silences, failing, balance = await self._reads(reads)
         return Known(
@@ -118,11 +121,7 @@ class SqlTables(ABC):
         )  # fmt: skip
 
     async def ledger_cursor(self, account: str) -> LedgerCursor | None:
-        return _cursor(
-            await self._all(
-                "SELECT newest, covers_since FROM ledger_cursor WHERE account = ?", (account,)
-            )
-        )
+        return _cursor(await self._all(_CURSOR, (account,)))
 
     async def alert_states(self, account: str) -> dict[str, AlertState]:
         return _states(await self._all(_STATES, (account,)))
@@ -131,12 +130,10 @@ class SqlTables(ABC):
         return _silences(await self._all(_SILENCES, (to_iso(now),)))
 
     async def failing_since(self, account: str) -> datetime | None:
-        return _failing(await self._all("SELECT since FROM failing WHERE account = ?", (account,)))
+        return _failing(await self._all(_FAILING, (account,)))
 
     async def last_balance(self, account: str) -> Money | None:
-        return _balance(
-            await self._all("SELECT cents, currency FROM balances WHERE account = ?", (account,))
-        )
+        return _balance(await self._all(_BALANCE, (account,)))
 
     # Digests, balance history, silences.
     async def digest_sent_for(self, name: str) -> datetime | None:

@@ -333,7 +333,7 @@ def check_writes(
     words, in order: each batch is one `executemany` (none without rows). With
     `prune`, what is no longer needed goes too: old items, history, delivered messages
     (each check need not: once every few minutes keeps the tables as small)."""
-    stamp, horizon = to_iso(now), now - HISTORY_KEPT
+    stamp = to_iso(now)
     rows: list[tuple[object, ...]] = [(account, rule, d, stamp) for rule, d in decisions]
     batches: list[Batch] = [
         ("INSERT INTO alert_log VALUES (?, ?, ?, ?)", rows),
@@ -352,7 +352,6 @@ def check_writes(
             [(account, to_iso(failing_since))],
         ))  # fmt: skip
     if ledger is not None:
-        kept = time_key(ledger.keep_since)
         # Move the cursor, forget matches that became messages and items no rule needs.
         batches += [
             (
@@ -372,20 +371,18 @@ def check_writes(
             ),
         ]
     if ledger is not None and prune:
+        kept, cut = time_key(ledger.keep_since), _cut_buckets(ledger.keep_since)
         batches += [
             # The running totals lose what the items about to go held, so a bucket
             # always sums the items stored (those of this prune only: older ones are gone).
             (
                 PRUNE_SPEND_TOTAL,
-                [
-                    (account, time_key(from_micros(at)), kept, account, span, at)
-                    for span, at in _cut_buckets(ledger.keep_since)
-                ],
+                [(account, time_key(from_micros(at)), kept, account, span, at) for span, at in cut],
             ),
             ("DELETE FROM ledger WHERE account = ? AND key < ?", [(account, kept)]),
             (
                 "DELETE FROM spend_totals WHERE account = ? AND span = ? AND at < ?",
-                [(account, span, at) for span, at in _cut_buckets(ledger.keep_since)],
+                [(account, span, at) for span, at in cut],
             ),
         ]
     batches += [
@@ -419,9 +416,15 @@ def check_writes(
                 [(account, bucket, balance.cents, balance.currency)],
             ),
         ]
-    if not prune:
-        return [batch for batch in batches if batch[1]]
-    batches += [
+    if prune:
+        batches += _prunes(account, now)
+    return [batch for batch in batches if batch[1]]
+
+
+def _prunes(account: str, now: datetime) -> list[Batch]:
+    """What a pruning commit deletes besides the ledger: old history and messages."""
+    horizon = now - HISTORY_KEPT
+    return [
         (
             "DELETE FROM balance_history WHERE account = ? AND at < ?",
             [(account, to_micros(horizon))],
@@ -441,7 +444,6 @@ def check_writes(
             [(to_iso(now - KEEP_REFRESHES),)],
         ),
     ]
-    return [batch for batch in batches if batch[1]]
 
 
 def _alert_row(account: str, rule: str, state: AlertState) -> tuple[object, ...]:

@@ -60,11 +60,10 @@ class _Collector:
     def __init__(self, series: list[Series]) -> None:
         self._series = series
 
-    def describe(self) -> Iterator[Metric]:
-        return (s.family() for s in self._series)
-
     def collect(self) -> Iterator[Metric]:
         return (s.family() for s in self._series)
+
+    describe = collect  # the registry checks the names once, at registration
 
 
 class Metrics:
@@ -144,8 +143,6 @@ class Metrics:
             account, "rule", "state",
         )  # fmt: skip
 
-        self._shown_state: dict[tuple[str, str], Status] = {}  # what alert_state says
-
     def observe_api(self, path: str, seconds: float) -> None:
         self.api_latency.labels(path).observe(seconds)
 
@@ -175,13 +172,9 @@ class Metrics:
                 continue
             if outcome.spec.kind == "spend_anomaly":
                 self.learning.set(int(outcome.finding.learning), account, outcome.spec.name)
-            alert, now_in = (account, outcome.spec.name), outcome.state.status
-            if self._shown_state.get(alert) is now_in:
-                continue  # the series already say so: most checks change nothing
-            self._shown_state[alert] = now_in
             for status in Status:
-                value = 1 if now_in is status else 0
-                self.alert_state.set(value, *alert, status.value)
+                value = 1 if outcome.state.status is status else 0
+                self.alert_state.set(value, account, outcome.spec.name, status.value)
 
     def observe_leases(self, replica: str, held: set[str], accounts: list[str]) -> None:
         self.replica_info.set(1, replica)
