@@ -67,10 +67,15 @@ class Fleet:
     # Fresh installs' balance charts, rebuilt one account at a time: 10,000 at once
     # would take the CPU the first checks need.
     rebuilds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    rebuilding: int = 0  # accounts whose rebuild waits for its turn or runs
     clock_steps: ClockSteps = field(init=False)
 
     def __post_init__(self) -> None:
         self.clock_steps = ClockSteps(self.clock)
+
+    def rebuilt(self, _: object = None) -> None:
+        """An account's rebuild is over (done, failed or cancelled)."""
+        self.rebuilding -= 1
 
     def watch_clock(self) -> None:
         """Called by the loops. After a step of the wall clock the pending notifications

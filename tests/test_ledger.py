@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from dialwatch.delivery.outbox import deliver_due
 from dialwatch.pipeline.cycle import CycleReport, run_checks, run_cycle
 from dialwatch.rules.loading import load_rules
 from dialwatch.simulators import Fault
+from dialwatch.units import Money
 from tests.conftest import START, Harness, MakeHarness
 from tests.ledger_items import at, credit, payment, usage
 from tests.servers import SmtpServer, WebhookReceiver
@@ -350,6 +354,76 @@ async def test_an_idle_check_costs_two_requests(h: Harness) -> None:
     assert h.dial.requests[before:] == [
         "/api/v1/billing",
         "/api/v1/billing/activity?limit=100&filter=all",
+    ]
+
+
+async def test_an_idle_check_writes_nothing_and_stores_no_batch(
+    h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that changes nothing writes nothing (the state file's data version stays)
+    and does not store the overlap it read again; a new quarter hour of balance history
+    and a changed balance are still written."""
+    h.dial.ledger.extend([usage(at(-i), 100, call=f"i{i}") for i in range(1, 30)])
+    await check(h)  # the first: backfills, prunes, sweeps
+    h.clock.advance(seconds=30)
+    await check(h)  # reads just the overlap, as every check from now on does
+    store = h.watcher.store
+    batches: list[int] = []
+    add_items = store.add_ledger_items
+
+    async def counted(account: str, items: list[Any], *args: Any) -> int:
+        batches.append(len(items))
+        return await add_items(account, items, *args)
+
+    monkeypatch.setattr(store, "add_ledger_items", counted)
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.db")) as db:
+
+        def version() -> int:
+            return int(db.execute("PRAGMA data_version").fetchone()[0])
+
+        before = version()
+        h.clock.advance(minutes=1)
+        await check(h)
+        h.clock.advance(minutes=1)
+        await check(h)
+        assert (version(), batches) == (before, [])
+
+        h.clock.advance(minutes=14)  # the next quarter hour: a point of balance history
+        await check(h)
+        h.dial.account.balance_cents = 900_000
+        h.clock.advance(minutes=1)
+        await check(h)
+        assert version() != before
+    history = await store.balance_history("dial", START - timedelta(hours=1))
+    assert [(t - START, m.cents) for t, m in history] == [
+        (timedelta(0), 1_000_000),
+        (timedelta(minutes=15), 900_000),
+    ]
+    assert await store.last_balance("dial") == Money(900_000, "USD")
+    assert batches == []  # the same overlap all along
+
+
+async def test_items_matched_by_a_check_that_died_before_its_commit_are_told_next(
+    h: Harness, webhook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items are stored (with the rules they match) before the check commits: if it dies
+    in between, the next check still tells them, once."""
+    await start_empty(h)
+    h.dial.ledger.add(usage(at(115), 900, call="big"))
+
+    async def dies(*args: Any, **kwargs: Any) -> None:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(h.watcher.store, "commit_check", dies)
+    with pytest.raises(OSError, match="the disk went away"):
+        await run_cycle(h.watcher)
+    monkeypatch.undo()
+    h.clock.advance(minutes=1)
+    await check(h)
+    h.clock.advance(minutes=1)
+    await check(h)
+    assert [t.split(": ", 1)[1] for t in webhook.titles] == [
+        "1 spend item(s) at or above $5.00 (total $9.00)"
     ]
 
 

@@ -24,6 +24,7 @@ from dialwatch.errors import ConfigError, LeaseLost, StateUnavailable
 from dialwatch.model import LedgerItem, time_key
 from dialwatch.rules.schema import Channel, Match
 from dialwatch.store import Fence, LedgerCheckpoint, SpendQuery, Store, open_store
+from dialwatch.store.sql import TABLES
 from dialwatch.store.transfer import import_sqlite
 from dialwatch.units import Money
 from tests.servers import WebhookReceiver
@@ -197,6 +198,52 @@ async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store)
     assert await store.ledger_cursor("dial") == (NOW, NOW - timedelta(minutes=4))
     assert (await store.item_matches("dial", "big-call", 10)).count == 0
     assert (await store.spend("dial", since, "USD")).count == 2  # the oldest item pruned
+
+
+async def test_a_check_starts_from_one_read_and_an_unchanged_commit_writes_nothing(
+    store: Store,
+) -> None:
+    """`known` reads back what the single reads do, the item rules with matches waiting
+    and the windows asked for; a commit given it writes only what changed."""
+    items = [usage(5, 1200, "voice.outbound"), usage(4, 300, "sms.outbound")]
+    await store.add_ledger_items("dial", items, {items[0].key: ["big-call"]})
+    firing = AlertState(Status.FIRING, NOW - timedelta(hours=1), NOW, 1)
+    checkpoint = LedgerCheckpoint(NOW, NOW - timedelta(days=1), (), NOW - timedelta(days=2))
+    failing = NOW - timedelta(minutes=5)
+    await store.commit_check(
+        "dial", NOW, {"low": firing}, [], EXPIRES, balance=Money(4200), ledger=checkpoint,
+        failing_since=failing, prune=False,
+    )  # fmt: skip
+    silence = await store.add_silence("low", "dial", NOW + timedelta(hours=1), "known", NOW)
+    since = NOW - timedelta(hours=1)
+    windows = [SpendQuery("dial", since, None, "USD"), SpendQuery("dial", since, None, "USD",
+               Match(fare="sms.*"))]  # fmt: skip
+
+    known = await store.known("dial", NOW, windows)
+    assert known.cursor == (NOW, NOW - timedelta(days=2))  # no prune: whole since then
+    assert (known.states, known.failing_since, known.balance) == (
+        {"low": firing}, failing, Money(4200),
+    )  # fmt: skip
+    assert [s.id for s in known.silences] == [silence]
+    assert (known.history_at, known.waiting) == (NOW, frozenset({"big-call"}))
+    assert known.spent == ((1500, 2), (300, 1))
+    assert [await store.spend_in(q) for q in windows] == [Money(1500), Money(300)]
+    assert (await store.known("kept", NOW)).waiting == frozenset()
+
+    before = await store.dump(TABLES)  # type: ignore[attr-defined]
+    later = NOW + timedelta(minutes=1)  # the same quarter hour of balance history
+    await store.commit_check(
+        "dial", later, {}, [], EXPIRES, balance=Money(4200), ledger=checkpoint,
+        failing_since=failing, prune=False, known=known,
+    )  # fmt: skip
+    assert await store.dump(TABLES) == before  # type: ignore[attr-defined]
+    await store.commit_check(
+        "dial", later, {}, [], EXPIRES, balance=Money(4100), ledger=checkpoint,
+        failing_since=None, prune=True, known=known,
+    )  # fmt: skip
+    assert await store.last_balance("dial") == Money(4100)
+    assert await store.failing_since("dial") is None
+    assert await store.ledger_cursor("dial") == (NOW, NOW - timedelta(days=1))  # pruned
 
 
 async def test_windows_by_contributor_by_hour_and_where_the_history_starts(store: Store) -> None:

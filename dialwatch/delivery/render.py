@@ -34,8 +34,10 @@ class Outcome(Decided):
 
 def render(account: str, provider: str, decided: Decided, now: datetime) -> Outcome:
     """`decided` with the message its decision sends (none for NONE; the template
-    fields are kept, for channels that hear of a firing alert at every check)."""
+    fields of a firing alert are kept, for channels that hear of it at every check)."""
     spec, shown = decided.spec, decided.shown
+    if decided.decision is Decision.NONE and decided.state.status is not Status.FIRING:
+        return Outcome(**vars(decided))  # nothing is said of it
     fields = context(
         account,
         provider,

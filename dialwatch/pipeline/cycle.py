@@ -40,13 +40,14 @@ from dialwatch.pipeline.evaluate import (
     UNHEALTHY_ALERT,
     closed_alerts,
     evaluate_rules,
+    spend_windows,
     watcher_alerts,
 )
 from dialwatch.pipeline.events import digests_due, item_events
 from dialwatch.pipeline.ledger import LedgerSync, sync_ledger
 from dialwatch.providers import REGISTRY, Provider
 from dialwatch.rules.schema import LEDGER_KINDS, WATCHER_ALERTS, Rule, RulesFile
-from dialwatch.store import Fence, LedgerCursor, Store
+from dialwatch.store import Fence, Known, LedgerCursor, Store
 from dialwatch.units import Money
 
 __all__ = ["AUTH_ALERT", "UNHEALTHY_ALERT", "CycleReport", "Watcher", "run_checks", "run_cycle"]
@@ -97,6 +98,7 @@ class Watcher:
     fence: Fence | None = None
     swept_at: datetime | None = None  # when the ledger's overlap was last read whole
     pruned_at: datetime | None = None  # when a commit last deleted what no longer counts
+    ledger_stored: bytes | None = None  # the last ledger sync's `stored`
 
     @property
     def account(self) -> str:
@@ -183,17 +185,20 @@ async def _cycle(w: Watcher) -> CycleReport:
     rules, active = w.rules, w.active_rules
     bound = log.bind(account=account, provider=provider)
     # read (what the store knows, in one trip, and the account)
-    stored = await store.known(account, now)
+    windows = spend_windows(active, account, now)
+    stored = await store.known(account, now, list(windows.values()))
     snapshot, error = await _read(w.source, now, bound)
     # sync ledger
     ledger, ledger_error = await _sync_ledger(w, stored.cursor, active, now, error, bound)
     errors = [e for e in (error, ledger_error) if e is not None]
     states, silences = stored.states, stored.silences
     failing_since = (stored.failing_since or now) if errors else None
-    # evaluate
+    # evaluate (the windows read at the start still hold if no item was stored since)
+    spent = dict(zip(windows, stored.spent, strict=True))
     evaluations, spend = await evaluate_rules(
         store, rules, active, account, provider, now, snapshot, ledger is not None, states,
         stored.balance, ledger.covers_since if ledger else None,
+        spent if ledger is not None and not ledger.new_items else {},
     )  # fmt: skip
     evaluations += watcher_alerts(rules, account, provider, errors, failing_since, now)
     # silence, inhibit, decide
@@ -204,7 +209,8 @@ async def _cycle(w: Watcher) -> CycleReport:
     outcomes = [render(account, provider, d, now) for d in decided]
     # events: new ledger items, digests
     if ledger is not None:
-        outcomes += await item_events(store, rules, active, account, provider, silences)
+        waiting = stored.waiting | ledger.matched
+        outcomes += await item_events(store, rules, active, account, provider, silences, waiting)
     _log_decisions(bound, outcomes, states)
     balance = snapshot.balance if snapshot else None
     digests, digests_sent = await digests_due(
@@ -217,7 +223,7 @@ async def _cycle(w: Watcher) -> CycleReport:
     if not errors:
         bound.debug("check.ok", balance=str(balance), firing=len(report.firing))
     # commit to the outbox
-    await _commit(w, report, failing_since, digests_sent, states)
+    await _commit(w, report, failing_since, digests_sent, stored)
     return report
 
 
@@ -226,14 +232,13 @@ async def _crashed(w: Watcher, error: InternalError) -> CycleReport:
     streak goes on, and dialwatch's own alerts are decided and committed as for a read
     that failed (every other alert stays as it was)."""
     now, account, provider = w.clock.now(), w.account, w.provider
-    states = await w.store.alert_states(account)
-    failing_since = await w.store.failing_since(account) or now
+    stored = await w.store.known(account, now)
+    failing_since = stored.failing_since or now
     evaluations = watcher_alerts(w.rules, account, provider, [error], failing_since, now)
-    silences = await w.store.silences(now)
-    decided = decide_all(evaluations, states, silences, w.rules.inhibit, account, now)
+    decided = decide_all(evaluations, stored.states, stored.silences, w.rules.inhibit, account, now)
     outcomes = [render(account, provider, d, now) for d in decided]
     report = CycleReport(now, None, error, tuple(outcomes), queued=_route(w, outcomes, now))
-    await _commit(w, report, failing_since, [], states)
+    await _commit(w, report, failing_since, [], stored)
     return report
 
 
@@ -242,18 +247,20 @@ async def _commit(
     report: CycleReport,
     failing_since: datetime | None,
     digests: list[tuple[str, datetime]],
-    stored: Mapping[str, AlertState],
+    stored: Known,
 ) -> None:
-    """The commit stage: the states that changed (from `stored`, as the check began),
-    the outbox rows the messages were routed to, the ledger cursor, the balance and the
-    history, in one transaction; what no longer counts is pruned every PRUNE_EVERY."""
+    """The commit stage: what changed since the check began (`stored`) of the alert
+    states, the ledger cursor, the balance and its history, and the outbox rows the
+    messages were routed to, in one transaction (a check that changed nothing writes
+    nothing); what no longer counts is pruned every PRUNE_EVERY."""
     outcomes, now = report.outcomes, report.now
     events = tuple(o.spec.name for o in outcomes if o.decision is Decision.EVENT)
     prune = w.pruned_at is None or not timedelta(0) <= now - w.pruned_at < PRUNE_EVERY
     states = {
         o.spec.name: o.state
         for o in outcomes
-        if o.decision is not Decision.EVENT and o.state != stored.get(o.spec.name, AlertState())
+        if o.decision is not Decision.EVENT
+        and o.state != stored.states.get(o.spec.name, AlertState())
     }
     await w.store.commit_check(
         w.account,
@@ -271,6 +278,7 @@ async def _commit(
         digests=digests,
         fence=w.fence,
         prune=prune,
+        known=stored,
     )
     if prune:
         w.pruned_at = now
@@ -314,10 +322,12 @@ async def _sync_ledger(
     sweep = w.swept_at is None or now - w.swept_at >= w.ledger_overlap
     try:
         synced = await sync_ledger(
-            w.source, w.store, cursor, active, now, w.ledger_overlap, w.fence, keep, sweep
-        )
+            w.source, w.store, cursor, active, now, w.ledger_overlap, w.fence, keep, sweep,
+            w.ledger_stored,
+        )  # fmt: skip
         if sweep:
             w.swept_at = now
+        w.ledger_stored = synced.stored
         return synced, None
     except ProviderError as exc:
         bound.error("ledger.failed", reason=exc.reason, error=str(exc), retry="next interval")

@@ -12,7 +12,7 @@ from dialwatch.alerting.lifecycle import AlertState, Decision, Status, step
 from dialwatch.alerting.routing import Target
 from dialwatch.delivery.outbox import episode_key
 from dialwatch.errors import AuthError, ProviderError
-from dialwatch.model import BillingSnapshot
+from dialwatch.model import BillingSnapshot, SpendSummary
 from dialwatch.rules.evaluate import (
     SEASONAL_HISTORY,
     Finding,
@@ -55,9 +55,11 @@ async def evaluate_rules(
     states: Mapping[str, AlertState],
     previous_balance: Money | None,
     covers_since: datetime | None = None,
+    spent: Mapping[str, tuple[int, int]] | None = None,
 ) -> tuple[list[Evaluation], dict[str, Money]]:
     """Findings for every rule in `active` whose inputs this check could read, and the
-    spend each spend_above rule counted."""
+    spend each spend_above rule counted. `spent` has a spend_above rule's window read
+    already (its `spend_windows` query's spend and item count), if it still holds."""
     evaluations = []
     spend: dict[str, Money] = {}
     for rule in active:
@@ -73,7 +75,13 @@ async def evaluate_rules(
         elif isinstance(rule, SpendAbove) and read_ledger:
             since = spend_since(rule, now)
             currency = rule.amount.currency
-            summary = await store.spend(account, since, currency, rule.match, contributors=False)
+            if spent and rule.name in spent:
+                cents, count = spent[rule.name]
+                summary = SpendSummary(since, Money(cents, currency), count, (), ())
+            else:
+                summary = await store.spend(
+                    account, since, currency, rule.match, contributors=False
+                )
             if _may_tell(rules, spec, state, over_amount(rule, summary.total), now):
                 summary = await store.spend(account, since, currency, rule.match)
             spend[rule.name] = summary.total
@@ -98,6 +106,18 @@ async def evaluate_rules(
         if finding is not None:
             evaluations.append((spec, finding))
     return evaluations, spend
+
+
+def spend_windows(active: tuple[Rule, ...], account: str, now: datetime) -> dict[str, SpendQuery]:
+    """The window each spend_above rule sums at `now`, by rule name (to read them with
+    what the check starts from)."""
+    return {
+        rule.name: SpendQuery(
+            account, spend_since(rule, now), None, rule.amount.currency, rule.match
+        )
+        for rule in active
+        if isinstance(rule, SpendAbove)
+    }
 
 
 def _may_tell(

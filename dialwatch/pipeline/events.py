@@ -3,7 +3,7 @@ for the new ledger items it matched, and the digests whose time has come."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from dialwatch.alerting.decide import AlertSpec, rule_spec
@@ -27,12 +27,14 @@ async def item_events(
     account: str,
     provider: str,
     silences: Sequence[Silence],
+    waiting: Collection[str],
 ) -> list[Outcome]:
     """One grouped message per item rule for the new items it matched (none if silenced:
-    the items are then let go, not saved up for later)."""
+    the items are then let go, not saved up for later). Only the rules in `waiting`
+    can have any (those the check began with, and those it matched)."""
     outcomes = []
     for rule in active:
-        if not isinstance(rule, UsageItem | LedgerEvent):
+        if not isinstance(rule, UsageItem | LedgerEvent) or rule.name not in waiting:
             continue
         matches = await store.item_matches(account, rule.name, ITEMS_SHOWN)
         if not matches.count:

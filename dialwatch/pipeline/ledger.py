@@ -11,6 +11,7 @@ re-reads from the old cursor and neither skips nor double-counts.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,6 +51,8 @@ class LedgerSync:
     keep_since: datetime
     stats: ActivityStats = field(default_factory=ActivityStats)
     covers_since: datetime | None = None  # the stored ledger is whole since then
+    matched: frozenset[str] = frozenset()  # item rules that new items may have matched
+    stored: bytes | None = None  # `fingerprint` of the last batch, every item of it stored
 
     def checkpoint(self, delivered_rules: tuple[str, ...]) -> LedgerCheckpoint:
         return LedgerCheckpoint(self.newest, self.keep_since, delivered_rules, self.covers_since)
@@ -68,6 +71,7 @@ async def sync_ledger(
     fence: Fence | None = None,
     keep: timedelta = timedelta(0),
     sweep: bool = True,
+    stored: bytes | None = None,
 ) -> LedgerSync:
     """Read what is new in the ledger into the store, and keep what the rules need and
     `keep` besides (the digests' periods), from `cursor` (the store's, as the check
@@ -75,7 +79,10 @@ async def sync_ledger(
 
     Late rows are looked for in the overlap on every page read anyway; pages that hold
     nothing but the overlap are asked for only when `sweep` is set (once per overlap,
-    by the caller), so a busy account's check reads what is new, not ten minutes of it."""
+    by the caller), so a busy account's check reads what is new, not ten minutes of it.
+    A last batch whose fingerprint is `stored` (the previous sync's `stored`) is known
+    to be in the store already, so a quiet account's check makes no trip to store it:
+    stored items above the floor are never pruned (the cut is below every floor)."""
     account = source.account
     history = max(history_needed(rules, now), overlap, keep)
     backfill = cursor is None
@@ -92,19 +99,22 @@ async def sync_ledger(
             why="a new or wider window needs history the stored ledger lacks",
         )
     item_rules: list[ItemRule] = [r for r in rules if isinstance(r, UsageItem | LedgerEvent)]
+    matched: set[str] = set()
 
-    def matching(items: list[LedgerItem]) -> dict[str, list[str]] | None:
-        """Item key -> the item rules it matches; None while backfilling history."""
+    async def store_items(items: list[LedgerItem]) -> int:
+        """Store a batch, and for each item the item rules it matches (none while
+        backfilling history, or for history read for a wider window)."""
         if backfill or not item_rules:
-            return None
+            return await store.add_ledger_items(account, items, None, fence)
         found = {}
         for item in items:
             if item.occurred_at < news_from:
-                continue  # history read for a wider window, not news
-            rules = [rule.name for rule in item_rules if item_matches(rule, item)]
-            if rules:
-                found[item.key] = rules
-        return found
+                continue
+            names = [rule.name for rule in item_rules if item_matches(rule, item)]
+            if names:
+                found[item.key] = names
+                matched.update(names)
+        return await store.add_ledger_items(account, items, found, fence)
 
     stats = ActivityStats()
     newest = cursor.newest if cursor else now
@@ -145,11 +155,13 @@ async def sync_ledger(
         # comes whole): memory stays flat, and no statement outgrows the database's limits.
         while len(pending) >= STORE_BATCH:
             chunk, pending = pending[:STORE_BATCH], pending[STORE_BATCH:]
-            new += await store.add_ledger_items(account, chunk, matching(chunk), fence)
-    new += await store.add_ledger_items(account, pending, matching(pending), fence)
+            new += await store_items(chunk)
+    last = fingerprint(pending)
+    if last != stored:
+        new += await store_items(pending)
     # Keep what the window rules need, and everything the next read re-reads.
     keep_since = min(now - history, newest - overlap)
-    covers_since = max(covered or floor, keep_since)
+    covers_since = covered or floor  # until a commit prunes to keep_since
     log.debug(
         "ledger.synced",
         account=account,
@@ -158,4 +170,11 @@ async def sync_ledger(
         backfill=backfill,
         floor=floor.isoformat(),
     )
-    return LedgerSync(new, backfill, newest, keep_since, stats, covers_since)
+    return LedgerSync(
+        new, backfill, newest, keep_since, stats, covers_since, frozenset(matched), last
+    )
+
+
+def fingerprint(items: list[LedgerItem]) -> bytes:
+    """The identity of a batch: its items' keys, hashed."""
+    return hashlib.blake2b("\n".join(item.key for item in items).encode(), digest_size=16).digest()

@@ -49,6 +49,8 @@ SPEND_BY = {"number": "number", "fare": "COALESCE(fare, description)",
 _CURSOR = "SELECT newest, covers_since FROM ledger_cursor WHERE account = ?"
 _FAILING = "SELECT since FROM failing WHERE account = ?"
 _BALANCE = "SELECT cents, currency FROM balances WHERE account = ?"
+_CHARTED = "SELECT MAX(at) FROM balance_history WHERE account = ?"
+_WAITING = "SELECT DISTINCT rule FROM item_matches WHERE account = ?"
 _STATES = (
     "SELECT rule, status, active_since, last_notified, notifications FROM alerts WHERE account = ?"
 )
@@ -84,6 +86,15 @@ def _balance(rows: list[Row]) -> Money | None:
     return Money(int(rows[0][0]), rows[0][1]) if rows else None
 
 
+def _charted(rows: list[Row]) -> datetime | None:
+    return from_micros(int(rows[0][0])) if rows and rows[0][0] is not None else None
+
+
+def _sums(rows: list[Row]) -> tuple[int, int]:
+    """A window's (spend, items) row."""
+    return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+
 class SqlTables(ABC):
     """The shared half of a SQL Store."""
 
@@ -106,18 +117,24 @@ class SqlTables(ABC):
         """Several SELECTs in one trip to the database."""
 
     # What a check starts from: each read alone, or all in one trip (`known`).
-    async def known(self, account: str, now: datetime) -> Known:
+    async def known(self, account: str, now: datetime, windows: Sequence[SpendQuery] = ()) -> Known:
         reads = [
             (_CURSOR, (account,)),
             (_STATES, (account,)),
             (_SILENCES, (to_iso(now),)),
             (_FAILING, (account,)),
             (_BALANCE, (account,)),
+            (_CHARTED, (account,)),
+            (_WAITING, (account,)),
+            *(self._window_read(q) for q in windows),
         ]
-        cursor, states, silences, failing, balance = await self._reads(reads)
+        cursor, states, silences, failing, balance, charted, waiting, *spent = await self._reads(
+            reads
+        )
         return Known(
             _cursor(cursor), _states(states), _silences(silences), _failing(failing),
-            _balance(balance),
+            _balance(balance), _charted(charted), frozenset(rule for (rule,) in waiting),
+            tuple(_sums(rows) for rows in spent),
         )  # fmt: skip
 
     async def ledger_cursor(self, account: str) -> LedgerCursor | None:
@@ -238,17 +255,16 @@ class SqlTables(ABC):
         return Money(cents, query.currency)
 
     async def _window(self, q: SpendQuery) -> tuple[int, int]:
-        """The spend and the item count `q` selects: without a match from the running
-        totals (a cost that does not grow with the items), with one by the items."""
+        """The spend and the item count `q` selects."""
+        return _sums(await self._all(*self._window_read(q)))
+
+    def _window_read(self, q: SpendQuery) -> tuple[str, list[object]]:
+        """The query of `_window`: without a match from the running totals (a cost that
+        does not grow with the items), with one by the items."""
         if q.match is None or q.match == Match():  # every item: the running totals
-            sql, params = window_sum(
-                q.account, q.since, q.until, q.currency, postgres=self.postgres
-            )
-        else:
-            where, params = self._spend_filter(q)
-            sql = f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}"
-        row = await self._one(sql, params)
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+            return window_sum(q.account, q.since, q.until, q.currency, postgres=self.postgres)
+        where, params = self._spend_filter(q)
+        return f"SELECT COALESCE(SUM(cents), 0), COUNT(*) FROM ledger WHERE {where}", params
 
     async def spend_by(self, query: SpendQuery, by: str) -> dict[str, int]:
         """The spend `query` selects per "number", "fare" (or the description) or

@@ -37,6 +37,9 @@ class Known(NamedTuple):
     silences: list[Silence]
     failing_since: datetime | None
     balance: Money | None  # the previous check's
+    history_at: datetime | None  # the newest balance-history point's
+    waiting: frozenset[str]  # item rules with matched items not yet told
+    spent: tuple[tuple[int, int], ...]  # each window asked for: its spend and item count
 
 
 class SpendQuery(NamedTuple):
@@ -56,7 +59,7 @@ class LedgerCheckpoint:
     newest: datetime
     keep_since: datetime  # items older than this are no longer needed by any rule
     delivered_rules: tuple[str, ...]  # item rules whose matches became messages
-    covers_since: datetime | None = None  # every item since then is stored
+    covers_since: datetime | None = None  # every item since then is stored (before a prune)
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,11 @@ class Store(OutboxStore, Protocol):
         ...
 
     # What a check reads before it decides.
-    async def known(self, account: str, now: datetime) -> Known:
-        """The ledger cursor, alert states, silences, failing-since and last balance of
-        `account`, in one trip (each is also its own method below)."""
+    async def known(self, account: str, now: datetime, windows: Sequence[SpendQuery] = ()) -> Known:
+        """The ledger cursor, alert states, silences, failing-since, last balance and
+        balance-history point of `account`, the item rules with matches waiting, and
+        the spend of `windows` (as `spend_in` and `spend` count it), in one trip (each
+        is also a method of its own)."""
         ...
 
     async def alert_states(self, account: str) -> dict[str, AlertState]: ...
@@ -121,6 +126,7 @@ class Store(OutboxStore, Protocol):
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
         prune: bool = True,
+        known: Known | None = None,
     ) -> None:
         """Record one check's outcome and queue its notifications, atomically.
 
@@ -128,7 +134,9 @@ class Store(OutboxStore, Protocol):
         that message waits so long, and later checks add to it until it goes out.
         With a `fence`, nothing is written unless its lease is current (LeaseLost).
         `states` may hold only the alerts whose state changed. With `prune`, what no
-        longer counts is deleted too (see `store.sql.check_writes`).
+        longer counts is deleted too (see `store.sql.check_writes`). With `known` (what
+        the check started from), what is unchanged is not written again, and a check
+        that changed nothing costs no trip.
         """
         ...
 

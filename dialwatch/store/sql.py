@@ -17,7 +17,7 @@ from dialwatch.delivery.messages import Message, Part, combine
 from dialwatch.delivery.outbox import REFRESH, OutboxRow, group_decision
 from dialwatch.model import SPEND_TYPES, LedgerItem, time_key
 from dialwatch.rules.schema import Match
-from dialwatch.store.protocol import LedgerCheckpoint
+from dialwatch.store.protocol import Known, LedgerCheckpoint, LedgerCursor
 from dialwatch.units import Money
 
 KEEP_DELIVERED = timedelta(days=7)  # delivered and expired notifications, then forgotten
@@ -328,11 +328,13 @@ def check_writes(
     decisions: Iterable[tuple[str, str]],
     digests: Iterable[tuple[str, datetime]],
     prune: bool = True,
+    known: Known | None = None,
 ) -> list[Batch]:
     """Everything a check's commit writes but its outbox messages, in both backends'
     words, in order: each batch is one `executemany` (none without rows). With
     `prune`, what is no longer needed goes too: old items, history, delivered messages
-    (each check need not: once every few minutes keeps the tables as small)."""
+    (each check need not: once every few minutes keeps the tables as small). With
+    `known`, what the check started from, what it left as it was is not written."""
     stamp = to_iso(now)
     rows: list[tuple[object, ...]] = [(account, rule, d, stamp) for rule, d in decisions]
     batches: list[Batch] = [
@@ -343,16 +345,23 @@ def check_writes(
             [(name, to_iso(due)) for name, due in digests],
         ),
     ]
-    if failing_since is None:
-        batches.append(("DELETE FROM failing WHERE account = ?", [(account,)]))
-    else:
-        batches.append((
-            "INSERT INTO failing VALUES (?, ?) "
-            "ON CONFLICT (account) DO UPDATE SET since = excluded.since",
-            [(account, to_iso(failing_since))],
-        ))  # fmt: skip
+    if known is None or failing_since != known.failing_since:
+        batches.append(
+            ("DELETE FROM failing WHERE account = ?", [(account,)])
+            if failing_since is None
+            else (
+                "INSERT INTO failing VALUES (?, ?) "
+                "ON CONFLICT (account) DO UPDATE SET since = excluded.since",
+                [(account, to_iso(failing_since))],
+            )
+        )
     if ledger is not None:
         # Move the cursor, forget matches that became messages and items no rule needs.
+        covers = ledger.covers_since
+        if prune and covers is not None:
+            covers = max(covers, ledger.keep_since)  # the prune below leaves no older item
+        cursor = LedgerCursor(ledger.newest, covers)
+        moved = known is None or cursor != known.cursor
         batches += [
             (
                 "INSERT INTO ledger_cursor VALUES (?, ?, ?) ON CONFLICT (account) "
@@ -360,10 +369,12 @@ def check_writes(
                 [
                     (
                         account,
-                        to_iso(ledger.newest),
-                        to_iso(ledger.covers_since) if ledger.covers_since else None,
+                        to_iso(cursor.newest),
+                        to_iso(cursor.covers_since) if cursor.covers_since else None,
                     )
-                ],
+                ]
+                if moved
+                else [],
             ),
             (
                 "DELETE FROM item_matches WHERE account = ? AND rule = ?",
@@ -402,18 +413,22 @@ def check_writes(
         ),
     ]
     if balance is not None:
+        # The balance as it changes (checked_at: when it last did), and one point per
+        # HISTORY_STEP_US for the charts: the last balance seen in it.
         bucket = to_micros(now) // HISTORY_STEP_US * HISTORY_STEP_US
+        changed = known is None or balance != known.balance
+        charted = not changed and known is not None and known.history_at == from_micros(bucket)
         batches += [
             (
                 "INSERT INTO balances VALUES (?, ?, ?, ?) ON CONFLICT (account) "
                 "DO UPDATE SET cents = excluded.cents, currency = excluded.currency, "
                 "checked_at = excluded.checked_at",
-                [(account, balance.cents, balance.currency, stamp)],
+                [(account, balance.cents, balance.currency, stamp)] if changed else [],
             ),
             (
                 "INSERT INTO balance_history VALUES (?, ?, ?, ?) ON CONFLICT (account, at) "
                 "DO UPDATE SET cents = excluded.cents, currency = excluded.currency",
-                [(account, bucket, balance.cents, balance.currency)],
+                [] if charted else [(account, bucket, balance.cents, balance.currency)],
             ),
         ]
     if prune:

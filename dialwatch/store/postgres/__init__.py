@@ -18,7 +18,7 @@ from dialwatch.store.postgres.cluster import ClusterTables, check_fence
 from dialwatch.store.postgres.ledger import LedgerTables
 from dialwatch.store.postgres.outbox import OutboxTables
 from dialwatch.store.postgres.schema import Conn, marks
-from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.protocol import Fence, Known, LedgerCheckpoint
 from dialwatch.store.sql import TABLES, check_writes
 from dialwatch.store.sqlite import SqliteStore
 from dialwatch.units import Money
@@ -44,11 +44,14 @@ class PostgresStore(LedgerTables, OutboxTables, ClusterTables):
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
         prune: bool = True,
+        known: Known | None = None,
     ) -> None:
         batches = check_writes(
-            account, now, states, balance, ledger, failing_since, decisions, digests, prune
+            account, now, states, balance, ledger, failing_since, decisions, digests, prune, known
         )
         groups = by_channel(outbox, group_wait)
+        if not batches and not groups:
+            return  # nothing changed (a fence guards writes only)
 
         async def commit(conn: Conn) -> None:
             await check_fence(conn, account, fence)

@@ -232,8 +232,10 @@ class Database(SqlTables):
             return await cursor.fetchall()
 
     async def _reads(self, reads: list[tuple[str, Any]]) -> list[list[Row]]:
-        async with self._connection() as conn:
-            return [await (await conn.execute(marks(sql), p)).fetchall() for sql, p in reads]
+        # Pipelined: sent together, answered in one round trip, not one each.
+        async with self._connection() as conn, conn.pipeline():
+            cursors = [await conn.execute(marks(sql), p) for sql, p in reads]
+            return [await cursor.fetchall() for cursor in cursors]
 
     async def _one(self, sql: str, params: Any = ()) -> Row | None:
         async with self._connection() as conn:

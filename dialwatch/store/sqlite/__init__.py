@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from dialwatch.alerting.lifecycle import AlertState
 from dialwatch.delivery.outbox import OutboxEntry, by_channel
 from dialwatch.store.common import Row
-from dialwatch.store.protocol import Fence, LedgerCheckpoint
+from dialwatch.store.protocol import Fence, Known, LedgerCheckpoint
 from dialwatch.store.sql import check_writes
 from dialwatch.store.sqlite.cluster import ClusterTables, check_fence
 from dialwatch.store.sqlite.ledger import LedgerTables
@@ -39,11 +39,14 @@ class SqliteStore(LedgerTables, OutboxTables, ClusterTables):
         digests: Iterable[tuple[str, datetime]] = (),
         fence: Fence | None = None,
         prune: bool = True,
+        known: Known | None = None,
     ) -> None:
         batches = check_writes(
-            account, now, states, balance, ledger, failing_since, decisions, digests, prune
+            account, now, states, balance, ledger, failing_since, decisions, digests, prune, known
         )
         groups = by_channel(outbox, group_wait)
+        if not batches and not groups:
+            return  # nothing changed (a fence guards writes only)
 
         def commit(db: sqlite3.Connection) -> None:
             with self._transaction(db):

@@ -3,16 +3,20 @@ thread that owns the connection.
 
 sqlite3 blocks, so every statement runs on that thread, never on the event loop; a
 whole transaction (a check's commit, a batch of ledger items) is one trip there, which
-is why this is not aiosqlite (a trip per statement).
+is why this is not aiosqlite (a trip per statement). A trip is a queue put and one
+`call_soon_threadsafe` back (`_Worker`), cheaper than `run_in_executor`, which wraps a
+concurrent future in an asyncio one at every call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -208,6 +212,49 @@ _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 NOW_US = "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)"
 
 
+class _Worker:
+    """One thread running calls in order, each answered on the caller's event loop."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="dialwatch-sqlite", daemon=True)
+        self._thread.start()
+
+    def call(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, answer, work))
+        return answer
+
+    def stop(self) -> None:
+        """After the calls queued so far; the thread ends on its own."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            loop, answer, work = call
+            if answer.cancelled():  # its caller stopped waiting before it started
+                continue
+            try:
+                result, exc = work(), None
+            except BaseException as error:  # the caller's to handle, on its loop
+                result, exc = None, error
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(_answer, answer, result, exc)
+
+
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+def _answer(answer: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    if answer.cancelled():
+        return
+    if exc is None:
+        answer.set_result(result)
+    else:
+        answer.set_exception(exc)
+
+
 class Database(SqlTables):
     """One connection to the state file, opened at the current schema, used from one
     thread of its own."""
@@ -218,18 +265,16 @@ class Database(SqlTables):
         self._path = path
         self.replica = replica
         self._savepoints = itertools.count()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dialwatch-sqlite")
+        self._worker = _Worker()
         self._db: sqlite3.Connection | None = None
 
     @classmethod
     async def open(cls, path: Path | str, replica: str) -> Self:
         store = cls(path, replica)
         try:
-            store._db = await asyncio.get_running_loop().run_in_executor(
-                store._thread, store._connect
-            )
+            store._db = await store._worker.call(store._connect)
         except BaseException:
-            store._thread.shutdown(wait=False)
+            store._worker.stop()
             raise
         return store
 
@@ -275,7 +320,7 @@ class Database(SqlTables):
         if self._db is not None:
             await self._run(lambda db: db.close())
             self._db = None
-        self._thread.shutdown(wait=True)
+        self._worker.stop()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` with the connection, on its thread. A locked, full, failing or
@@ -285,7 +330,7 @@ class Database(SqlTables):
         if db is None:
             raise RuntimeError("the state store is closed")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
+            return await self._worker.call(lambda: work(db))
         except sqlite3.DatabaseError as exc:
             code = _code(exc)
             if code in _DAMAGED:
