@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS balances (
     account TEXT PRIMARY KEY,
     cents BIGINT NOT NULL,
     currency TEXT NOT NULL,
-    checked_at TEXT NOT NULL
+    checked_at TEXT NOT NULL  -- when the balance last changed (a commit writes it then)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id BIGSERIAL PRIMARY KEY,

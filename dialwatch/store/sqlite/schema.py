@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS balances (
     account TEXT PRIMARY KEY,
     cents INTEGER NOT NULL,
     currency TEXT NOT NULL,
-    checked_at TEXT NOT NULL
+    checked_at TEXT NOT NULL  -- when the balance last changed (a commit writes it then)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
