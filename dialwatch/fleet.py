@@ -73,8 +73,13 @@ class Fleet:
     def __post_init__(self) -> None:
         self.clock_steps = ClockSteps(self.clock)
 
-    def rebuilt(self, _: object = None) -> None:
-        """An account's rebuild is over (done, failed or cancelled)."""
+    def count_rebuild(self, task: asyncio.Task[None]) -> None:
+        """Count `task`, an account's rebuild, in `rebuilding` until it is over (done,
+        failed or cancelled)."""
+        self.rebuilding += 1
+        task.add_done_callback(self._rebuilt)
+
+    def _rebuilt(self, _: object) -> None:
         self.rebuilding -= 1
 
     def watch_clock(self) -> None:

@@ -138,8 +138,7 @@ async def _check_until_halted(
                 fleet.state_ok(source)
                 if rebuilding is None:  # once per start, off the check's path
                     rebuilding = asyncio.create_task(_rebuild_balance(watcher, fleet.rebuilds))
-                    fleet.rebuilding += 1
-                    rebuilding.add_done_callback(fleet.rebuilt)
+                    fleet.count_rebuild(rebuilding)
             # The finished check holds its whole report: not kept through the wait (at
             # 10,000 accounts, that alone is 100 MB).
             del check

@@ -64,13 +64,13 @@ async def test_a_check_commits_states_balance_and_history(store: Store) -> None:
     assert await store.last_balance("dial") == Money(4200)
     assert await store.balance_at("dial", NOW + timedelta(minutes=1)) == Money(4200)
     assert await store.balance_history("dial", NOW - timedelta(hours=1)) == [(NOW, Money(4200))]
-    assert await store.failing_since("dial") == NOW - timedelta(minutes=5)
+    assert (await store.known("dial", NOW)).failing_since == NOW - timedelta(minutes=5)
     assert await store.fired_between("dial", NOW, NOW + timedelta(1)) == {"low": 1}
     assert await store.digest_sent_for("dial/daily") == NOW
 
     await store.commit_check("dial", NOW, {"low": AlertState()}, [], EXPIRES)
     assert await store.alert_states("dial") == {}
-    assert await store.failing_since("dial") is None
+    assert (await store.known("dial", NOW)).failing_since is None
 
 
 async def test_outbox_groups_per_channel_retries_and_records_delivery(store: Store) -> None:
@@ -242,7 +242,7 @@ async def test_a_check_starts_from_one_read_and_an_unchanged_commit_writes_nothi
         failing_since=None, prune=True, known=known,
     )  # fmt: skip
     assert await store.last_balance("dial") == Money(4100)
-    assert await store.failing_since("dial") is None
+    assert (await store.known("dial", NOW)).failing_since is None
     assert await store.ledger_cursor("dial") == (NOW, NOW - timedelta(days=1))  # pruned
 
 

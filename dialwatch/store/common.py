@@ -146,9 +146,6 @@ class SqlTables(ABC):
     async def silences(self, now: datetime) -> list[Silence]:
         return _silences(await self._all(_SILENCES, (to_iso(now),)))
 
-    async def failing_since(self, account: str) -> datetime | None:
-        return _failing(await self._all(_FAILING, (account,)))
-
     async def last_balance(self, account: str) -> Money | None:
         return _balance(await self._all(_BALANCE, (account,)))
 

@@ -96,13 +96,11 @@ class Store(OutboxStore, Protocol):
     async def known(self, account: str, now: datetime, windows: Sequence[SpendQuery] = ()) -> Known:
         """The ledger cursor, alert states, silences, failing-since, last balance and
         balance-history point of `account`, the item rules with matches waiting, and
-        the spend of `windows` (as `spend_in` and `spend` count it), in one trip (each
-        is also a method of its own)."""
+        the spend of `windows` (as `spend_in` and `spend` count it), in one trip (most
+        are also a method of their own)."""
         ...
 
     async def alert_states(self, account: str) -> dict[str, AlertState]: ...
-
-    async def failing_since(self, account: str) -> datetime | None: ...
 
     async def last_balance(self, account: str) -> Money | None: ...
 

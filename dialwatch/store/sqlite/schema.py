@@ -217,8 +217,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="dialwatch-sqlite", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._serve, name="dialwatch-sqlite", daemon=True).start()
 
     def call(self, work: Callable[[], T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
