@@ -20,7 +20,12 @@ each N, in fresh client processes:
   account's first check and to the end of a fresh install's one-off work (each
   account's balance chart rebuilt from its ledger), then the CPU share of one core over
   the next whole interval, the RSS, and the longest event-loop stall a 10 ms ticker saw
-  throughout.
+  throughout (the client loads the modules a `dialwatch run` process has);
+- bare spread, the service's anchor: the bare transport of every account's check, once
+  an interval, started and spread as the service spreads its checks, each account on a
+  loop of its own: its share of one core over a whole interval after the first. Spread
+  out, each request wakes the loop on its own, which costs about twice what it does in
+  a round.
 
 Run: python benchmarks/fleet.py [--interval S] [N ...]   (default: 60 s; 10 1000 10000)
 """
@@ -28,6 +33,7 @@ Run: python benchmarks/fleet.py [--interval S] [N ...]   (default: 60 s; 10 1000
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import json
@@ -139,23 +145,56 @@ class Stalls:
         self._task.cancel()
 
 
+async def _bare_check(session: aiohttp.ClientSession, base_url: str) -> None:
+    """The transport of one idle check: its two GETs and their JSON decodes."""
+    async with session.get(f"{base_url}/api/v1/billing") as r:
+        await r.json()
+    params = {"limit": "100", "filter": "all"}
+    async with session.get(f"{base_url}/api/v1/billing/activity", params=params) as r:
+        await r.json()
+
+
 async def _bare(base_url: str, accounts: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {KEY}"}
 
-    async def check(session: aiohttp.ClientSession) -> None:
-        async with session.get(f"{base_url}/api/v1/billing") as r:
-            await r.json()
-        params = {"limit": "100", "filter": "all"}
-        async with session.get(f"{base_url}/api/v1/billing/activity", params=params) as r:
-            await r.json()
-
     async with aiohttp.ClientSession(headers=headers) as session:
-        await asyncio.gather(*(check(session) for _ in range(accounts)))  # warm
+        await asyncio.gather(*(_bare_check(session, base_url) for _ in range(accounts)))  # warm
         cpu = time.process_time()
         for _ in range(ROUNDS):
-            await asyncio.gather(*(check(session) for _ in range(accounts)))
+            await asyncio.gather(*(_bare_check(session, base_url) for _ in range(accounts)))
         cpu = time.process_time() - cpu
     return {"cpu_ms": cpu / (ROUNDS * accounts) * 1000, "rss_mb": _rss_mb()}
+
+
+async def _bare_spread(base_url: str, accounts: int, interval: float) -> dict[str, Any]:
+    """The anchor of the service's share of a core: the bare transport of every account's
+    check, once an interval, started as the service starts them (the k-th after k x
+    interval / N) and each on a loop of its own, over a whole interval after the first."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    step_s = min(0.05, interval / accounts)
+
+    async def account(session: aiohttp.ClientSession, k: int, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), k * step_s)
+        while not stop.is_set():
+            started = loop.time()
+            await _bare_check(session, base_url)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval - (loop.time() - started))
+
+    connector = aiohttp.TCPConnector(limit=32)  # the service's concurrency cap
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        stop = asyncio.Event()
+        with Stalls():  # the service's run has the same ticker
+            loops = [asyncio.create_task(account(session, k, stop)) for k in range(accounts)]
+            await asyncio.sleep(interval)
+            cpu = time.process_time()
+            await asyncio.sleep(interval)
+            cpu = time.process_time() - cpu
+            stop.set()
+            await asyncio.gather(*loops)
+    return {"core_share": cpu / interval, "rss_now_mb": _rss_now_mb()}
 
 
 async def _rounds(base_url: str, accounts: int) -> dict[str, Any]:
@@ -175,6 +214,7 @@ async def _rounds(base_url: str, accounts: int) -> dict[str, Any]:
 
 
 async def _running(base_url: str, accounts: int, interval: float) -> dict[str, Any]:
+    import dialwatch.cli  # noqa: F401 (the modules a `dialwatch run` process has loaded)
     from dialwatch.fleet import open_fleet
     from dialwatch.runner import run_service
 
@@ -253,6 +293,7 @@ def _client(mode: str, base_url: str, accounts: str, interval: str) -> None:
     n = int(accounts)
     work = {
         "bare": lambda: _bare(base_url, n),
+        "bare-spread": lambda: _bare_spread(base_url, n, float(interval)),
         "rounds": lambda: _rounds(base_url, n),
         "service": lambda: _running(base_url, n, float(interval)),
         "backlog": lambda: _backlog(base_url, interval, n),  # `interval`: the backlog's URL
@@ -269,8 +310,8 @@ def main(sizes: list[int], interval: float) -> None:
           f"the service at a {interval:g} s interval")  # fmt: skip
     print(
         f"{'accounts':>8} {'bare CPU ms':>11} {'dialwatch CPU ms':>16} {'ratio':>6} "
-        f"{'all checked s':>13} {'settled s':>9} {'core share':>10} {'RSS MB':>7} {'peak MB':>7} "
-        f"{'stall ms':>8}"
+        f"{'all checked s':>13} {'settled s':>9} {'bare share':>10} {'core share':>10} "
+        f"{'ratio':>6} {'RSS MB':>7} {'peak MB':>7} {'stall ms':>8}"
     )
     try:
         for n in sizes:
@@ -281,11 +322,13 @@ def main(sizes: list[int], interval: float) -> None:
                 ours.append(run_client(__file__, "rounds", base_url, extra)["cpu_ms"])
             service = run_client(__file__, "service", base_url, extra)
             assert service["failed"] == 0, service
+            spread = run_client(__file__, "bare-spread", base_url, extra)["core_share"]
             bare, our = statistics.median(bares), statistics.median(ours)
             print(
                 f"{n:>8,} {bare:>11.2f} {our:>16.2f} {our / bare:>5.2f}x "
                 f"{service['all_checked_s']:>13.1f} {service['settled_s']:>9.1f} "
-                f"{service['core_share']:>9.1%} "
+                f"{spread:>9.1%} {service['core_share']:>9.1%} "
+                f"{service['core_share'] / spread:>5.2f}x "
                 f"{service['rss_now_mb']:>7.1f} {service['rss_mb']:>7.1f} "
                 f"{service['stall_ms']:>8.1f}"
             )

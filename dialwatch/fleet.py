@@ -54,9 +54,10 @@ class Fleet:
     wake_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # accounts or holdings
     reloaded: asyncio.Event = field(default_factory=asyncio.Event)  # the rules, by SIGHUP
-    # The accounts this replica holds the lease of (-> token), and their check loops.
+    # The accounts this replica holds the lease of (-> token), and their check loops,
+    # each with the future that halts it (an Event's wait would be a task per account).
     held: dict[str, int] = field(default_factory=dict)
-    loops: dict[str, tuple[Watcher, asyncio.Event, asyncio.Task[None]]] = field(
+    loops: dict[str, tuple[Watcher, asyncio.Future[None], asyncio.Task[None]]] = field(
         default_factory=dict
     )
     state: StateHealth = field(default_factory=StateHealth)
@@ -159,7 +160,8 @@ class Fleet:
         """Stop the check loops of `accounts` and wait until they have stopped."""
         stopping = [self.loops.pop(name) for name in accounts if name in self.loops]
         for _, halt, _ in stopping:
-            halt.set()
+            if not halt.done():
+                halt.set_result(None)
         await asyncio.gather(*(task for _, _, task in stopping), return_exceptions=True)
 
     def lease_tick(self) -> float:

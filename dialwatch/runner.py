@@ -58,7 +58,7 @@ async def run_service(fleet: Fleet, stop: asyncio.Event) -> None:
         for k, (name, watcher) in enumerate(starting):
             # Spread over the interval: many accounts never start at the same moment.
             step_s = min(START_STEP_S, watcher.interval.total_seconds() / len(starting))
-            halt = asyncio.Event()
+            halt = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(_account_loop(fleet, watcher, halt, k * step_s))
             fleet.loops[name] = (watcher, halt, task)
             if k % 100 == 99:
@@ -103,26 +103,28 @@ async def _lease_loop(fleet: Fleet, keeper: LeaseKeeper, stop: asyncio.Event) ->
 
 
 async def _account_loop(
-    fleet: Fleet, watcher: Watcher, halt: asyncio.Event, delay_s: float = 0.0
+    fleet: Fleet, watcher: Watcher, halt: asyncio.Future[None], delay_s: float = 0.0
 ) -> None:
+    """Check `watcher`'s account until `halt` is done. Between checks the loop waits on
+    `halt` itself, with a timeout: no task of its own (at 10,000 accounts, an Event's
+    wait in a task of its own would hold 13 MB more)."""
     source = f"check:{watcher.account}"  # how this loop reports the store's health
     try:
         if delay_s:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(halt.wait(), delay_s)
+            await asyncio.wait({halt}, timeout=delay_s)
         await _check_until_halted(fleet, watcher, halt, source)
     finally:
         fleet.state_ok(source)  # a loop that stopped no longer holds an outage open
 
 
 async def _check_until_halted(
-    fleet: Fleet, watcher: Watcher, halt: asyncio.Event, source: str
+    fleet: Fleet, watcher: Watcher, halt: asyncio.Future[None], source: str
 ) -> None:
     loop = asyncio.get_running_loop()
     step_s = watcher.interval.total_seconds()
     rebuilding: asyncio.Task[None] | None = None
     try:
-        while not halt.is_set():
+        while not halt.done():
             started = loop.time()
             fleet.watch_clock()
             watcher.health.loop_tick = watcher.clock.now()
@@ -144,9 +146,7 @@ async def _check_until_halted(
             del check
             error = None
             # Drift-free: the next check starts `interval` after this one started.
-            wait = max(0.0, step_s - (loop.time() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(halt.wait(), wait)
+            await asyncio.wait({halt}, timeout=max(0.0, step_s - (loop.time() - started)))
     finally:
         if rebuilding is not None:
             rebuilding.cancel()
@@ -181,14 +181,16 @@ async def _first(*waits: Any, limit_s: float | None = None) -> None:
 
 async def _until_done_or_stopped(
     task: asyncio.Task[Any],
-    stop: asyncio.Event,
+    stop: asyncio.Event | asyncio.Future[None],
     expected: tuple[type[BaseException], ...] = (),
 ) -> None:
-    """Await `task`; once `stop` is set, give it SHUTDOWN_GRACE seconds, then cancel it.
-    An error of the `expected` kinds is left to the caller; any other is logged."""
-    stopping = asyncio.create_task(stop.wait())
+    """Await `task`; once `stop` is set (or done), give it SHUTDOWN_GRACE seconds, then
+    cancel it. An error of the `expected` kinds is left to the caller; any other is
+    logged."""
+    stopping = stop if isinstance(stop, asyncio.Future) else asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
+    if stopping is not stop:
+        stopping.cancel()
     if task not in done:
         done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE)
         if not done:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,3 +200,14 @@ def test_architecture_md_names_only_packages_that_exist() -> None:
         if p != PACKAGE
     }
     assert sorted(packages - named) == []
+
+
+def test_a_service_on_sqlite_does_not_load_the_postgresql_driver() -> None:
+    """psycopg and its pool take 11 MB: loaded only where a PostgreSQL store is opened
+    (or a state file copied into one), not by every `dialwatch` process."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, dialwatch.cli, dialwatch.runner, dialwatch.fleet; "
+         "print(sorted({m.split('.')[0] for m in sys.modules} & {'psycopg', 'psycopg_pool'}))"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "[]"

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 from dialwatch.errors import ConfigError
-from dialwatch.store.postgres import PostgresStore
 from dialwatch.store.sql import TABLES
 from dialwatch.store.sqlite import SqliteStore
 
@@ -24,6 +23,8 @@ async def import_sqlite(source: Path, target: str, replica: str) -> dict[str, in
         tables = await sqlite.dump(TABLES)
     finally:
         await sqlite.close()
+    from dialwatch.store.postgres import PostgresStore  # psycopg only when it is needed
+
     postgres = await PostgresStore.open(target, replica)
     try:
         await postgres.load(tables)
