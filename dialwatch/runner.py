@@ -184,9 +184,9 @@ async def _until_done_or_stopped(
     stop: asyncio.Event | asyncio.Future[None],
     expected: tuple[type[BaseException], ...] = (),
 ) -> None:
-    """Await `task`; once `stop` is set (or done), give it SHUTDOWN_GRACE seconds, then
-    cancel it. An error of the `expected` kinds is left to the caller; any other is
-    logged."""
+    """Await `task`; once `stop` is set (an Event) or done (a future), give it
+    SHUTDOWN_GRACE seconds, then cancel it. An error of the `expected` kinds is left to
+    the caller; any other is logged."""
     stopping = stop if isinstance(stop, asyncio.Future) else asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if stopping is not stop:
