@@ -190,8 +190,8 @@ def _compose(text: str, filename: str, env: Mapping[str, str], located: bool) ->
         # The data was made in the gaps between the nodes (at 10,000 accounts, 7 MB
         # among 36 MB of nodes), where it would keep their memory from ever being
         # given back. Copied out through one flat buffer once the nodes are gone, it is
-        # laid out anew in memory of its own: a service watching 10,000 accounts keeps
-        # 17 MB of its parse instead of 42 MB.
+        # laid out anew in memory of its own: parsing 10,000 accounts now leaves 32 MB
+        # (the channel checks' apprise plugins included) instead of 54 MB.
         node, loader.constructed_objects = None, {}
         data = pickle.loads(pickle.dumps(data, pickle.HIGHEST_PROTOCOL))  # noqa: S301 (its own bytes)
     source.data = data
