@@ -33,7 +33,6 @@ Run: python benchmarks/fleet.py [--interval S] [N ...]   (default: 60 s; 10 1000
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import io
 import json
@@ -173,26 +172,28 @@ async def _bare_spread(base_url: str, accounts: int, interval: float) -> dict[st
     headers = {"Authorization": f"Bearer {KEY}"}
     step_s = min(0.05, interval / accounts)
 
-    async def account(session: aiohttp.ClientSession, k: int, stop: asyncio.Event) -> None:
+    async def account(session: aiohttp.ClientSession, k: int, halt: asyncio.Future[None]) -> None:
+        # Waiting between checks as the service's loops do (runner._check_until_halted).
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), k * step_s)
-        while not stop.is_set():
+        await asyncio.wait({halt}, timeout=k * step_s)
+        while not halt.done():
             started = loop.time()
             await _bare_check(session, base_url)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval - (loop.time() - started))
+            await asyncio.wait({halt}, timeout=max(0.0, interval - (loop.time() - started)))
 
     connector = aiohttp.TCPConnector(limit=32)  # the service's concurrency cap
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        stop = asyncio.Event()
+        # A future of its own to halt each loop, as in the service: one shared by all
+        # would make each wait's cleanup scan every loop's callback.
+        halts = [asyncio.get_running_loop().create_future() for _ in range(accounts)]
         with Stalls():  # the service's run has the same ticker
-            loops = [asyncio.create_task(account(session, k, stop)) for k in range(accounts)]
+            loops = [asyncio.create_task(account(session, k, h)) for k, h in enumerate(halts)]
             await asyncio.sleep(interval)
             cpu = time.process_time()
             await asyncio.sleep(interval)
             cpu = time.process_time() - cpu
-            stop.set()
+            for halt in halts:
+                halt.set_result(None)
             await asyncio.gather(*loops)
     return {"core_share": cpu / interval, "rss_now_mb": _rss_now_mb()}
 
