@@ -13,6 +13,7 @@ import pytest
 
 from dialwatch.alerting.lifecycle import Decision
 from dialwatch.delivery.outbox import deliver_due
+from dialwatch.model import ActivityStats
 from dialwatch.pipeline.cycle import CycleReport, run_checks, run_cycle
 from dialwatch.rules.loading import load_rules
 from dialwatch.simulators import Fault
@@ -586,4 +587,20 @@ async def test_a_busy_ledger_reads_what_is_new_and_sweeps_the_overlap_for_late_r
     assert [t.split(": ", 1)[1] for t in webhook.titles] == [
         "1 spend item(s) at or above $5.00 (total $7.00)",
         "1 spend item(s) at or above $5.00 (total $6.00)",
+    ]
+
+
+async def test_an_items_identity_is_the_one_earlier_versions_stored(h: Harness) -> None:
+    """Dial sends no id, so an item's key is its time and a digest of its documented
+    fields (a field the API adds later is left out), and a rank among identical items.
+    The keys are pinned: were they to change, every item an upgraded service re-reads in
+    its overlap would look new to the stored ledger and count twice."""
+    call = usage(at(-0.5), 140, number="+14155550100", call="call_9")
+    h.dial.ledger.extend([call, dict(call), credit(at(-60), 5000) | {"addedLater": 1}])
+    source = h.watcher.source
+    batches = source.read_activity(START - timedelta(hours=2), ActivityStats())
+    assert [item.key async for batch in batches for item in batch] == [
+        "000660c817d7ac80-da6f79a74a79a69083d1b9de#0",
+        "000660c817d7ac80-da6f79a74a79a69083d1b9de#1",
+        "000660c7430dcc00-3959d43b3618705efd767480#0",
     ]

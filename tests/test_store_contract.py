@@ -200,6 +200,28 @@ async def test_ledger_keeps_each_item_once_and_sums_spend_by_match(store: Store)
     assert (await store.spend("dial", since, "USD")).count == 2  # the oldest item pruned
 
 
+async def test_every_field_of_an_item_reads_back_as_stored(store: Store) -> None:
+    """Items of every provider's shape (every optional field, some, none) in one batch:
+    each reads back exactly, with its absent fields absent."""
+    at = NOW - timedelta(minutes=1)
+    fields = LedgerItem._fields[LedgerItem._fields.index("fare") :]
+    items = [
+        LedgerItem(
+            f"{time_key(at)}-all", "charge", at, 900, "EUR", *(f"{name} value" for name in fields)
+        ),
+        LedgerItem(f"{time_key(at)}-none", "payment", at, 700, "USD"),
+        usage(1, 500, "voice.outbound"),
+        LedgerItem(
+            f"{time_key(at)}-some", "credit", at, 300, "USD", kind="card", invoice_id="in_1"
+        ),
+        LedgerItem(f"{time_key(at)}-empty", "usage", at, 100, "USD", fare="", number=""),
+    ]
+    every = {item.key: ["shown"] for item in items}
+    assert await store.add_ledger_items("dial", items, every) == len(items)
+    shown = await store.item_matches("dial", "shown", 10)
+    assert sorted(shown.shown) == sorted(items)
+
+
 async def test_a_check_starts_from_one_read_and_an_unchanged_commit_writes_nothing(
     store: Store,
 ) -> None:
