@@ -170,6 +170,7 @@ async def _bare_spread(base_url: str, accounts: int, interval: float) -> dict[st
     check, once an interval, started as the service starts them (the k-th after k x
     interval / N) and each on a loop of its own, over a whole interval after the first."""
     headers = {"Authorization": f"Bearer {KEY}"}
+    # runner.START_STEP_S, written out: the anchor's process loads nothing of dialwatch's.
     step_s = min(0.05, interval / accounts)
 
     async def account(session: aiohttp.ClientSession, k: int, halt: asyncio.Future[None]) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import json
 import multiprocessing
 import sqlite3
@@ -38,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,9 +73,12 @@ def _per_item(passes: Callable[[], object], items: int) -> float:
     return best / items * 1e6
 
 
-def _inserts(rows: list[tuple[str, list[tuple[Any, ...]]]], schema: str) -> Callable[[], None]:
-    """A pass inserting `rows` (statement, parameters) into a fresh SQLite file with
-    dialwatch's settings, in transactions of STORE_BATCH rows."""
+Batch = list[tuple[str, list[tuple[Any, ...]]]]  # one transaction: (statement, rows) each
+
+
+def _inserts(batches: list[Batch], schema: str) -> Callable[[], None]:
+    """A pass storing `batches` into a fresh SQLite file with dialwatch's settings, each
+    batch in a transaction of its own, as the store does."""
 
     def insert() -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -84,28 +86,24 @@ def _inserts(rows: list[tuple[str, list[tuple[Any, ...]]]], schema: str) -> Call
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(schema)
-            for sql, batch in rows:
+            for batch in batches:
                 db.execute("BEGIN")
-                db.executemany(sql, batch)
+                for sql, rows in batch:
+                    db.executemany(sql, rows)
                 db.execute("COMMIT")
             db.close()
 
     return insert
 
 
-def _batches(rows: Iterable[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, list[Any]]]:
-    """Rows grouped as dialwatch stores them: per statement, STORE_BATCH at a time."""
-    grouped: list[tuple[str, list[Any]]] = []
-    for sql, row in rows:
-        if not grouped or grouped[-1][0] != sql or len(grouped[-1][1]) >= STORE_BATCH:
-            grouped.append((sql, []))
-        grouped[-1][1].append(row)
-    return grouped
-
-
 def _steps(base_url: str) -> None:
     from dialwatch.clock import to_micros
-    from dialwatch.providers.dial import _ActivityPage, _keyed, parse_activity_page
+    from dialwatch.providers.dial import (
+        _ActivityPage,
+        _keyed,
+        content_digest,
+        parse_activity_page,
+    )
     from dialwatch.store.sqlite.ledger import _by_columns
     from dialwatch.store.sqlite.schema import _SCHEMA
 
@@ -113,32 +111,28 @@ def _steps(base_url: str) -> None:
     pages = [_ActivityPage.model_validate_json(body) for body in bodies]
     n = sum(len(page.data) for page in pages)
     stamps = [item.occurredAt for page in pages for item in page.data]
-    fields = [tuple(item.__dict__.values()) for page in pages for item in page.data]
+    read = [item for page in pages for item in page.data]
     items = [i for body in bodies for i in _keyed(parse_activity_page(body).rows)]
     timed = [(to_micros(item.occurred_at), item) for item in items]
-    today = _batches(
-        (sql, row)
-        for start in range(0, n, STORE_BATCH)
-        for sql, rows in _by_columns("dial", timed[start : start + STORE_BATCH]).items()
-        for row in rows
-    )
+    chunks = [timed[start : start + STORE_BATCH] for start in range(0, n, STORE_BATCH)]
+    today = [list(_by_columns("dial", chunk).items()) for chunk in chunks]
     smallest = "INSERT INTO compact VALUES (?, ?, ?, ?)"
-    compact = _batches((smallest, ("dial", item.key, at, item.cents)) for at, item in timed)
+    compact: list[Batch] = [
+        [(smallest, [("dial", item.key, at, item.cents) for at, item in chunk])] for chunk in chunks
+    ]
     compact_schema = (
         "CREATE TABLE compact (account TEXT NOT NULL, key TEXT NOT NULL, "
         "occurred_at INTEGER NOT NULL, cents INTEGER NOT NULL, "
         "PRIMARY KEY (account, key)) WITHOUT ROWID"
     )
-    blake2b, fromisoformat = hashlib.blake2b, datetime.fromisoformat
+    fromisoformat = datetime.fromisoformat
     gc.freeze()  # as `dialwatch run` does once started: what is read above is not walked
     print(json.dumps({
         "items": n,
         "decode": _per_item(lambda: [json.loads(b) for b in bodies], n),
         "validate": _per_item(lambda: [_ActivityPage.model_validate_json(b) for b in bodies], n),
         "time": _per_item(lambda: [to_micros(fromisoformat(s)) for s in stamps], n),
-        "digest": _per_item(
-            lambda: [blake2b(repr(f).encode(), digest_size=12).hexdigest() for f in fields], n
-        ),
+        "digest": _per_item(lambda: [content_digest(item) for item in read], n),
         "row": _per_item(_inserts(today, _SCHEMA), n),
         "compact_row": _per_item(_inserts(compact, compact_schema), n),
     }))  # fmt: skip

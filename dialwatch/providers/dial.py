@@ -168,16 +168,12 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
     rank, which is stable because a batch always holds whole tie groups."""
     ranks: dict[str, int] = {}
     items: list[LedgerItem] = []
-    blake2b, append = hashlib.blake2b, items.append
+    append = items.append
     for at, item in rows:
-        # Identity from the documented fields only (the model's; extras are ignored),
-        # so a field the API adds later does not make old items look new. repr of
-        # str/int/None is canonical and far cheaper than json.dumps here. Computed only
-        # for the items kept (a page's items below the floor never need it).
-        content = repr(tuple(item.__dict__.values()))
         # Time first: keys of one page sort together, so storing a page touches a few
-        # B-tree pages, not one per item.
-        base = f"{time_key(at)}-{blake2b(content.encode(), digest_size=12).hexdigest()}"
+        # B-tree pages, not one per item. Computed only for the items kept (a page's
+        # items below the floor never need it).
+        base = f"{time_key(at)}-{content_digest(item)}"
         rank = ranks.get(base, 0)
         ranks[base] = rank + 1
         cents = item.amountCents
@@ -199,6 +195,14 @@ def _keyed(rows: list[_Row]) -> list[LedgerItem]:
             )
         )
     return items
+
+
+def content_digest(item: _ActivityItem) -> str:
+    """An item's identity besides its time: a digest of its documented fields only (the
+    model's; extras are ignored), so a field the API adds later does not make old items
+    look new. repr of str/int/None is canonical and far cheaper than json.dumps."""
+    content = repr(tuple(item.__dict__.values()))
+    return hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
 
 
 class DialProvider(AccountReader):
